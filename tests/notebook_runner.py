@@ -1,0 +1,87 @@
+"""Execute the notebook headlessly: live with ANTHROPIC_API_KEY, otherwise against the replay fake.
+
+`python -m tests.notebook_runner --out build/iterate_failing_tests.ipynb --html` is `make run`;
+`--inplace --replay` refreshes the committed notebook's outputs (always from the cassette),
+keeping only what publishes cleanly: no widget state, no timing metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+from tests.replay import ROOT, SHIPPED_CASSETTE, replay_env
+from tests.replay.server import ReplayServer, speed_from_env
+
+NOTEBOOK = ROOT / "iterate_failing_tests.ipynb"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def client_for(nb: nbformat.NotebookNode, timeout: float = 300, allow_errors: bool = False) -> NotebookClient:
+    """An nbclient that runs cells in the repository root, as nbval and JupyterLab do."""
+    return NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        allow_errors=allow_errors,
+        record_timing=False,
+        store_widget_state=False,
+        resources={"metadata": {"path": str(ROOT)}},
+    )
+
+
+def execute(env: dict[str, str] | None = None, timeout: float = 300) -> nbformat.NotebookNode:
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client_for(nb, timeout).execute(env={**os.environ, **(env or {})})
+    return nb
+
+
+def publishable(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop what only a live kernel can use: widget views (their state is not stored) and ids."""
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        for output in cell.get("outputs", []):
+            output.get("data", {}).pop(WIDGET_VIEW, None)
+    nb.metadata.pop("widgets", None)
+    return nb
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, help="where to write the executed notebook")
+    parser.add_argument("--inplace", action="store_true", help="overwrite the committed notebook")
+    parser.add_argument("--replay", action="store_true", help="use the cassette even if ANTHROPIC_API_KEY is set")
+    parser.add_argument("--html", action="store_true", help="also write an HTML page next to --out")
+    args = parser.parse_args(argv)
+    out = NOTEBOOK if args.inplace else args.out
+    if out is None:
+        parser.error("give --out PATH or --inplace")
+    if os.environ.get("ANTHROPIC_API_KEY") and not (args.replay or args.inplace):
+        print("Running live against the API (ANTHROPIC_API_KEY is set).", file=sys.stderr)
+        nb = execute()
+    else:
+        cassette = os.environ.get("REPLAY_CASSETTE") or SHIPPED_CASSETTE
+        with ReplayServer(cassette, speed=speed_from_env()) as fake:
+            nb = execute(replay_env(fake.base_url))
+        if fake.unplayed() or fake.unmatched():
+            print(fake.unplayed_report(), *[f"unmatched: {e}" for e in fake.unmatched()], sep="\n", file=sys.stderr)
+            return 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(publishable(nb), out)
+    print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    if args.html:
+        from nbconvert import HTMLExporter
+
+        html, _ = HTMLExporter().from_notebook_node(nb)
+        out.with_suffix(".html").write_text(html, encoding="utf-8")
+        print(f"wrote {out.with_suffix('.html')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Command line: `python -m tests.replay serve|run|record|script ...`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from . import FIXTURES, SCENARIO_DIR, SHIPPED_CASSETTE, SHIPPED_SCRIPT, replay_env
+from .cassette import CassetteError
+from .server import ReplayServer, speed_from_env
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.replay", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    serve = verbs.add_parser("serve", help="serve a cassette on loopback until Ctrl-C")
+    run = verbs.add_parser("run", help="serve a cassette while a command runs (e.g. jupyter), then check it was all played")
+    for p in (serve, run):
+        p.add_argument("--cassette", type=Path, default=Path(os.environ.get("REPLAY_CASSETTE") or SHIPPED_CASSETTE))
+        p.add_argument("--port", type=int, default=0)
+        p.add_argument("--speed", type=float, default=None, help="0 = no waiting, 1 = recorded pace (env REPLAY_SPEED)")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- command and arguments")
+
+    record = verbs.add_parser("record", help="record the live API through a loopback proxy into a cassette")
+    record.add_argument("--out", type=Path, required=True)
+    record.add_argument("--upstream", default="https://api.anthropic.com")
+    record.add_argument("--port", type=int, default=0)
+    record.add_argument("command", nargs=argparse.REMAINDER, help="-- command to run through the proxy (else until Ctrl-C)")
+
+    script = verbs.add_parser("script", help="generate a scripted cassette (real tool runs, no API key)")
+    script.add_argument("--script", type=Path, default=SHIPPED_SCRIPT)
+    script.add_argument("--fixtures", type=Path, default=FIXTURES)
+    script.add_argument("--scenario", default=None, help="a failure scenario name, or 'all' (writes into --out as a folder)")
+    script.add_argument("--out", type=Path, default=None)
+
+    args = parser.parse_args(argv)
+    try:
+        return {"serve": _serve, "run": _run, "record": _record, "script": _script}[args.verb](args)
+    except CassetteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    with ReplayServer(args.cassette, port=args.port, speed=_speed(args)) as fake:
+        print(fake.base_url, flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+        print(fake.unplayed_report() or "Every exchange was played.", file=sys.stderr)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    with ReplayServer(args.cassette, port=args.port, speed=_speed(args)) as fake:
+        try:
+            code = subprocess.run(command, env={**os.environ, **replay_env(fake.base_url)}).returncode
+        except KeyboardInterrupt:
+            return 130
+    problems = [f"  unmatched: {e['method']} {e['path']}" for e in fake.unmatched()]
+    if code == 0 and (problems or fake.unplayed()):
+        print("\n".join(filter(None, [fake.unplayed_report(), *problems])), file=sys.stderr)
+        return 1
+    return code
+
+
+def _record(args: argparse.Namespace) -> int:
+    from .recorder import record
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    return record(args.out, args.upstream, args.port, command)
+
+
+def _script(args: argparse.Namespace) -> int:
+    from .scenarios import SCENARIOS
+    from .script import generate
+
+    if args.scenario == "all":
+        out_dir = args.out or SCENARIO_DIR
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, scenario in SCENARIOS.items():
+            generate(args.script, args.fixtures, scenario).save(out_dir / f"{name}.jsonl")
+        print(f"wrote {len(SCENARIOS)} scenario cassettes to {out_dir}")
+        return 0
+    scenario = SCENARIOS[args.scenario] if args.scenario else None
+    out = args.out or (SCENARIO_DIR / f"{args.scenario}.jsonl" if scenario else SHIPPED_CASSETTE)
+    generate(args.script, args.fixtures, scenario).save(out)
+    print(f"wrote {out}")
+    return 0
+
+
+def _speed(args: argparse.Namespace) -> float:
+    return args.speed if args.speed is not None else speed_from_env()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""pytest plugin: the fake API runs for the whole test session (loaded with `-p tests.replay.plugin`).
+
+nbval starts the notebook's kernel while collecting, before any fixture runs, so the server
+starts in `pytest_configure` and its address goes into `os.environ`, which the kernel
+inherits. Cassette from `REPLAY_CASSETTE` (default: the shipped one), speed from
+`REPLAY_SPEED` (default 0). When the notebook ran, every recorded exchange must have been
+played and every request matched, or the run fails.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from . import SHIPPED_CASSETTE, replay_env
+from .server import ReplayServer, speed_from_env
+
+FAKE = pytest.StashKey[ReplayServer]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    fake = ReplayServer(os.environ.get("REPLAY_CASSETTE") or SHIPPED_CASSETTE, speed=speed_from_env()).start()
+    os.environ.update(replay_env(fake.base_url))
+    config.stash[FAKE] = fake
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    fake = session.config.stash.get(FAKE, None)
+    notebook_ran = any(type(item).__name__ == "NbCellItem" for item in session.items) and fake and fake.log
+    if not notebook_ran:
+        return
+    problems = [fake.unplayed_report()] + [f"Unmatched request: {e['method']} {e['path']}" for e in fake.unmatched()]
+    problems = [p for p in problems if p]
+    if problems:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter:
+            reporter.write_line("\n".join(["", "Replay fake:", *problems]), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    fake = config.stash.get(FAKE, None)
+    if fake:
+        fake.stop()

@@ -1,0 +1,85 @@
+"""Really run the scripted agent's tool calls, in a temp dir laid out like the session container.
+
+`/mnt/session/uploads` holds copies of the fixture files (read-only for the file tools),
+`/mnt/user` is the agent's workspace and `/mnt/session/outputs` is what the session hands
+back. Container paths in commands are mapped into the temp dir, and the temp dir is mapped
+back out of every output, so results read as they would in the container.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+UPLOADS, WORKSPACE, OUTPUTS = "/mnt/session/uploads", "/mnt/user", "/mnt/session/outputs"
+# A fixed environment, so the same script gives byte-identical output on every machine run.
+COMMAND_ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+class Sandbox:
+    """`with Sandbox(files) as box:` then `box.run(name, input)` -> (text, is_error)."""
+
+    def __init__(self, uploads: dict[str, bytes]):
+        self._tmp = tempfile.TemporaryDirectory(prefix="scripted-session-")
+        self.root = Path(self._tmp.name).resolve()
+        for folder in (UPLOADS, WORKSPACE, OUTPUTS):
+            self.path(folder).mkdir(parents=True)
+        for name, data in uploads.items():
+            self.path(f"{UPLOADS}/{name}").write_bytes(data)
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._tmp.cleanup()
+
+    def path(self, container_path: str) -> Path:
+        return self.root / container_path.lstrip("/")
+
+    def outputs(self) -> dict[str, bytes]:
+        """The files the agent left in /mnt/session/outputs, by name."""
+        folder = self.path(OUTPUTS)
+        return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+    def run(self, name: str, tool_input: dict) -> tuple[str, bool]:
+        try:
+            return getattr(self, f"_{name}")(**tool_input), False
+        except (OSError, ValueError, subprocess.SubprocessError) as err:
+            return str(err).replace(str(self.root), ""), True
+
+    def _bash(self, command: str) -> str:
+        mapped = command.replace("/mnt/", f"{self.root}/mnt/")
+        done = subprocess.run(
+            ["bash", "-c", mapped],
+            cwd=self.path(WORKSPACE),
+            env=COMMAND_ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return (done.stdout + done.stderr).replace(str(self.root), "")
+
+    def _read(self, file_path: str) -> str:
+        lines = self.path(file_path).read_text().splitlines()
+        return "\n".join(f"{n}\t{line}" for n, line in enumerate(lines, 1))
+
+    def _edit(self, file_path: str, old_string: str, new_string: str) -> str:
+        target = self._writable(file_path)
+        text = target.read_text()
+        if text.count(old_string) != 1:
+            raise ValueError(f"old_string must occur exactly once in {file_path}; found {text.count(old_string)}")
+        target.write_text(text.replace(old_string, new_string))
+        return f"Edited {file_path}: 1 replacement."
+
+    def _write(self, file_path: str, content: str) -> str:
+        target = self._writable(file_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+        return f"File written: {file_path}"
+
+    def _writable(self, file_path: str) -> Path:
+        if file_path.startswith(UPLOADS):
+            raise ValueError(f"{file_path}: Read-only file system")
+        return self.path(file_path)
