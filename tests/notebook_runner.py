@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 from tests.replay import ROOT, SHIPPED_CASSETTE, replay_env
 from tests.replay.server import ReplayServer, speed_from_env
@@ -39,6 +40,29 @@ def execute(env: dict[str, str] | None = None, timeout: float = 300) -> nbformat
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client_for(nb, timeout).execute(env={**os.environ, **(env or {})})
     return nb
+
+
+def execute_like_a_reader(
+    cassette: Path, env: dict[str, str] | None = None, speed: float = 0.0, timeout: float = 60
+) -> tuple[nbformat.NotebookNode, ReplayServer, int | None]:
+    """Run cells in order against a cassette; at the first failing cell stop, as "Run All" does,
+    and run the cleanup cell (the last code cell) as a reader would. Returns the executed
+    notebook, the fake (its log and accounting) and the index of the failing cell, if any.
+    """
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code_cells = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
+    failed = None
+    with ReplayServer(cassette, speed=speed) as fake:
+        client = client_for(nb, timeout)
+        with client.setup_kernel(env={**os.environ, **replay_env(fake.base_url), **(env or {})}):
+            for i in code_cells:
+                try:
+                    client.execute_cell(nb.cells[i], i)
+                except CellExecutionError:
+                    failed = i
+                    client.execute_cell(nb.cells[code_cells[-1]], code_cells[-1])
+                    break
+    return nb, fake, failed
 
 
 def publishable(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
