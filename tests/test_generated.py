@@ -1,0 +1,36 @@
+"""The committed cassettes are what the generator makes today: regenerate and compare bytes."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.replay import FIXTURES, SCENARIO_DIR, SHIPPED_CASSETTE, SHIPPED_SCRIPT
+from tests.replay.cassette import Cassette
+from tests.replay.scenarios import SCENARIOS
+from tests.replay.script import generate
+
+STALE = "is stale: regenerate it with `make cassettes` (then `make notebook`) and commit the result"
+
+
+def test_shipped_cassette_is_current():
+    assert generate(SHIPPED_SCRIPT, FIXTURES).dumps() == SHIPPED_CASSETTE.read_text(encoding="utf-8"), (
+        f"{SHIPPED_CASSETTE.name} {STALE}"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_scenario_cassette_is_current(name):
+    path = SCENARIO_DIR / f"{name}.jsonl"
+    assert generate(SHIPPED_SCRIPT, FIXTURES, SCENARIOS[name]).dumps() == path.read_text(encoding="utf-8"), (
+        f"{path.name} {STALE}"
+    )
+
+
+def test_shipped_cassette_says_it_is_scripted():
+    header = Cassette.load(SHIPPED_CASSETTE).header
+    assert header["provenance"] == "scripted"
+    assert "not a live recording" in header["description"]
+
+
+def test_generation_is_deterministic():
+    assert generate(SHIPPED_SCRIPT, FIXTURES).dumps() == generate(SHIPPED_SCRIPT, FIXTURES).dumps()
