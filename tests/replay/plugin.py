@@ -27,7 +27,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     fake = session.config.stash.get(FAKE, None)
-    notebook_ran = any(type(item).__name__ == "NbCellItem" for item in session.items) and fake and fake.log
+    notebook_ran = any(item.path.suffix == ".ipynb" for item in session.items) and fake and fake.log
     if not notebook_ran:
         return
     problems = [fake.unplayed_report()] + [f"Unmatched request: {e['method']} {e['path']}" for e in fake.unmatched()]
