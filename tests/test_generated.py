@@ -8,6 +8,7 @@ from tests.replay import FIXTURES, SCENARIO_DIR, SHIPPED_CASSETTE, SHIPPED_SCRIP
 from tests.replay.cassette import Cassette
 from tests.replay.scenarios import SCENARIOS
 from tests.replay.script import generate
+from tests.replay_fixtures import check_cassette_events
 
 STALE = "is stale: regenerate it with `make cassettes` (then `make notebook`) and commit the result"
 
@@ -34,3 +35,15 @@ def test_shipped_cassette_says_it_is_scripted():
 
 def test_generation_is_deterministic():
     assert generate(SHIPPED_SCRIPT, FIXTURES).dumps() == generate(SHIPPED_SCRIPT, FIXTURES).dumps()
+
+
+# Scenarios whose stream is cut short or carries a deliberately unknown event type.
+IRREGULAR_STREAMS = {"dropped", "error_frame", "stall", "hostile"}
+
+
+@pytest.mark.parametrize("name", ["shipped", *sorted(set(SCENARIOS) - IRREGULAR_STREAMS)])
+def test_every_event_parses_as_its_own_sdk_type_and_the_turn_ends(name):
+    path = SHIPPED_CASSETTE if name == "shipped" else SCENARIO_DIR / f"{name}.jsonl"
+    cassette = Cassette.load(path)
+    if any("sse" in ex["response"] for ex in cassette.exchanges):  # the HTTP-error scenarios never stream
+        check_cassette_events(cassette)

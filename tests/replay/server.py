@@ -51,7 +51,9 @@ class ReplayServer:
         return f"http://{host}:{port}"
 
     def start(self) -> ReplayServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="replay-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="replay-server", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -99,7 +101,9 @@ class ReplayServer:
         described = f"{key['method']} {key['path']}" + (f"?{query}" if query else "")
         if same:
             return None, f"Replay: {described} was already played (exchange {same[-1]}) and is not a GET to repeat."
-        near = closest(key, list(enumerate(exchanges, 1)))
+        numbered = list(enumerate(exchanges, 1))
+        # Prefer what is still to be played: a second, differing send is compared with its own recording.
+        near = closest(key, [(n, ex) for n, ex in numbered if n not in self.played]) or closest(key, numbered)
         if near is None:
             return None, f"Replay: {described} matches nothing; the cassette has no exchanges."
         n, diff = near
@@ -136,6 +140,7 @@ def _handler_for(server: ReplayServer) -> type[BaseHTTPRequestHandler]:
 
 class _ReplayHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out at once, not after the client's delayed ACK
     replay: ReplayServer
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the log list is the record

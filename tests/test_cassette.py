@@ -1,0 +1,215 @@
+"""The cassette format (DESIGN.md §3): round-trip, readable errors, inert loading, canonical queries."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.replay.cassette import Cassette, CassetteError, canonical_query, dumps_line, new_header
+from tests.replay_fixtures import (
+    SESSION_ID,
+    TS,
+    event,
+    exchange,
+    make_cassette,
+    notebook_flow_cassette,
+    send_exchange,
+    sse,
+)
+
+
+def _keys_sorted_everywhere(value) -> bool:
+    if isinstance(value, dict):
+        return list(value) == sorted(value) and all(_keys_sorted_everywhere(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_keys_sorted_everywhere(v) for v in value)
+    return True
+
+
+# -- round trip ---------------------------------------------------------------------------------------
+
+
+def test_round_trip_dumps_parse_save_load(tmp_path):
+    cassette = notebook_flow_cassette()
+    # Text that must survive: newlines inside a value, non-ASCII, quotes.
+    cassette.exchanges[0]["request"]["json"]["system"] = 'Line one\nline "two" — café ✓'
+    text = cassette.dumps()
+
+    again = Cassette.parse(text)
+    assert again == cassette
+    assert again.dumps() == text  # stable: a second write changes nothing
+
+    path = tmp_path / "flow.jsonl"
+    cassette.save(path)
+    assert path.read_text(encoding="utf-8") == text
+    assert Cassette.load(path) == cassette
+
+
+def test_written_form_one_line_per_exchange_keys_sorted():
+    cassette = notebook_flow_cassette()
+    text = cassette.dumps()
+    lines = text.split("\n")
+    assert lines[-1] == "" and text.endswith("\n")
+    lines = lines[:-1]
+    assert len(lines) == 1 + len(cassette.exchanges)  # header + one line per exchange
+    assert json.loads(lines[0]) == cassette.header
+    for line, ex in zip(lines[1:], cassette.exchanges, strict=True):
+        assert json.loads(line) == ex
+    for line in lines:
+        parsed = json.loads(line)  # a dict keeps the order its keys were written in
+        assert _keys_sorted_everywhere(parsed), line[:120]
+        assert line == dumps_line(parsed)
+    # Readable: UTF-8 stays as it is, not \u escapes.
+    assert dumps_line({"text": "café ✓"}) == '{"text":"café ✓"}'
+
+
+def test_header_fields():
+    header = new_header("recorded", TS, "anthropic 2.10.0", "one run")
+    assert header == {
+        "cassette": 1,
+        "provenance": "recorded",
+        "created": TS,
+        "sdk": "anthropic 2.10.0",
+        "description": "one run",
+    }
+
+
+# -- errors name the file and the line ------------------------------------------------------------------
+
+
+def _lines(*objects) -> list[str]:
+    return [o if isinstance(o, str) else dumps_line(o) for o in objects]
+
+
+HEADER = new_header("scripted", TS, "anthropic 2.10.0", "errors")
+RETRIEVE = exchange("GET", f"/v1/sessions/{SESSION_ID}", {"json": {}})
+SEND = send_exchange("hi", "sevt_1")
+
+
+def _stream(*entries) -> dict:
+    return exchange("GET", f"/v1/sessions/{SESSION_ID}/events/stream", {"sse": list(entries)})
+
+
+IDLE = event("session.status_idle", "sevt_9", stop_reason={"type": "end_turn"})
+
+BAD_CASSETTES = {
+    # name: (lines, the 1-based line the error must name, words the message must contain)
+    "not json": (_lines(HEADER, RETRIEVE, '{"request": {"method": "GET",'), 3, ["not valid JSON"]),
+    "missing header": (_lines(RETRIEVE, RETRIEVE), 1, ["header"]),
+    "empty file": ([], 1, ["empty"]),
+    "bad provenance": (_lines({**HEADER, "provenance": "made-up"}, RETRIEVE), 1, ["provenance"]),
+    "missing response": (_lines(HEADER, RETRIEVE, {"request": RETRIEVE["request"]}), 3, ["exchange 2", "response"]),
+    "sse event without delay_ms": (
+        _lines(HEADER, SEND, _stream(sse(IDLE), {"event": IDLE["type"], "data": IDLE})),
+        3,
+        ["exchange 2", "SSE event 2", "delay_ms"],
+    ),
+    "after names a non-send": (
+        _lines(HEADER, RETRIEVE, SEND, _stream(sse(IDLE, after=1))),
+        4,
+        ["exchange 3", "SSE event 1", "after=1", "POST .../events"],
+    ),
+    "after out of range": (_lines(HEADER, SEND, _stream(sse(IDLE, after=7))), 3, ["after=7"]),
+    "after zero": (_lines(HEADER, SEND, _stream(sse(IDLE, after=0))), 3, ["after=0"]),
+    "query values not lists": (
+        _lines(HEADER, exchange("GET", "/v1/files", {"json": {}}, query={"scope_id": "sesn_1"})),
+        2,
+        ["query"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_CASSETTES))
+def test_load_errors_name_file_and_line(tmp_path, name):
+    lines, line_no, words = BAD_CASSETTES[name]
+    path = tmp_path / "bad cassette.jsonl"
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    with pytest.raises(CassetteError) as info:
+        Cassette.load(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert f"line {line_no}:" in message
+    for word in words:
+        assert word in message, message
+    assert (info.value.path, info.value.line) == (str(path), line_no)
+
+
+def test_line_numbers_count_blank_lines(tmp_path):
+    """Blank lines are skipped but still counted, so the number points at the line in an editor."""
+    path = tmp_path / "gaps.jsonl"
+    path.write_text("\n".join(_lines(HEADER, "", RETRIEVE, "", "", "{oops")) + "\n", encoding="utf-8")
+    with pytest.raises(CassetteError, match=r"line 6: not valid JSON"):
+        Cassette.load(path)
+
+
+def test_a_valid_after_is_accepted():
+    text = "".join(line + "\n" for line in _lines(HEADER, _stream(sse(IDLE, after=2)), SEND))
+    cassette = Cassette.parse(text)
+    assert cassette.exchanges[0]["response"]["sse"][0]["after"] == 2
+
+
+# -- loading never executes anything ------------------------------------------------------------------
+
+
+def test_loading_is_inert(tmp_path, monkeypatch):
+    marker = tmp_path / "PWNED"
+    payloads = [
+        f"__import__('os').system('touch {marker}')",
+        f"{{{{ __import__('os').system('touch {marker}') }}}}",
+        "!!python/object/apply:os.system ['touch PWNED']",
+        "${jndi:ldap://example.invalid/a}",
+    ]
+    monkeypatch.chdir(tmp_path)
+    text = make_cassette(
+        [
+            exchange(
+                "POST",
+                "/v1/agents",
+                {"json": {"name": payloads[0], "system": payloads[1], "__class__": payloads[2]}},
+                body={"json": {"name": payloads[3], "__reduce__": payloads[0]}},
+            )
+        ],
+        description=payloads[0],
+    ).dumps()
+    path = tmp_path / "evil.jsonl"
+    path.write_text(text, encoding="utf-8")
+
+    cassette = Cassette.load(path)
+
+    assert not marker.exists() and not (tmp_path / "PWNED").exists()
+    assert cassette.header["description"] == payloads[0]
+    response = cassette.exchanges[0]["response"]["json"]
+    assert response == {"name": payloads[0], "system": payloads[1], "__class__": payloads[2]}
+    assert all(type(v) is str for v in response.values())
+    assert cassette.exchanges[0]["request"]["json"] == {"name": payloads[3], "__reduce__": payloads[0]}
+
+
+# -- canonical_query ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("event_deltas%5B%5D=agent.message&beta=true", {"event_deltas[]": ["agent.message"]}),
+        (
+            "event_deltas%5B%5D=agent.message&event_deltas%5B%5D=agent.thinking",
+            {"event_deltas[]": ["agent.message", "agent.thinking"]},
+        ),
+        ("event_deltas[]=agent.message", {"event_deltas[]": ["agent.message"]}),
+        ("scope_id=sesn_1&limit=2&limit=3", {"limit": ["2", "3"], "scope_id": ["sesn_1"]}),
+        ("created_at%5Bgt%5D=2026-05-01T12%3A00%3A00Z", {"created_at[gt]": ["2026-05-01T12:00:00Z"]}),
+        ("page=", {"page": [""]}),
+        ("", {}),
+        ("beta=true", {}),
+    ],
+)
+def test_canonical_query(raw, expected):
+    got = canonical_query(raw)
+    assert got == expected
+    assert list(got) == sorted(got)
+
+
+def test_canonical_query_keys_sorted_whatever_the_order():
+    assert list(canonical_query("z=1&a=2&m=3&a=4")) == ["a", "m", "z"]
+    assert canonical_query("z=1&a=2&m=3&a=4")["a"] == ["2", "4"]
