@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -19,7 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     serve = verbs.add_parser("serve", help="serve a cassette on loopback until Ctrl-C")
-    run = verbs.add_parser("run", help="serve a cassette while a command runs (e.g. jupyter), then check it was all played")
+    run = verbs.add_parser(
+        "run", help="serve a cassette while a command runs (e.g. jupyter), then check it was all played"
+    )
     for p in (serve, run):
         p.add_argument("--cassette", type=Path, default=Path(os.environ.get("REPLAY_CASSETTE") or SHIPPED_CASSETTE))
         p.add_argument("--port", type=int, default=0)
@@ -30,12 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     record.add_argument("--out", type=Path, required=True)
     record.add_argument("--upstream", default="https://api.anthropic.com")
     record.add_argument("--port", type=int, default=0)
-    record.add_argument("command", nargs=argparse.REMAINDER, help="-- command to run through the proxy (else until Ctrl-C)")
+    record.add_argument(
+        "command", nargs=argparse.REMAINDER, help="-- command to run through the proxy (else until Ctrl-C)"
+    )
 
     script = verbs.add_parser("script", help="generate a scripted cassette (real tool runs, no API key)")
     script.add_argument("--script", type=Path, default=SHIPPED_SCRIPT)
     script.add_argument("--fixtures", type=Path, default=FIXTURES)
-    script.add_argument("--scenario", default=None, help="a failure scenario name, or 'all' (writes into --out as a folder)")
+    script.add_argument(
+        "--scenario", default=None, help="a failure scenario name, or 'all' (writes into --out as a folder)"
+    )
     script.add_argument("--out", type=Path, default=None)
 
     args = parser.parse_args(argv)
@@ -49,10 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     with ReplayServer(args.cassette, port=args.port, speed=_speed(args)) as fake:
         print(fake.base_url, flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
         print(fake.unplayed_report() or "Every exchange was played.", file=sys.stderr)
     return 0
 

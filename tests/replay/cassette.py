@@ -172,6 +172,8 @@ def _check_event(event: Any, n: int, all_exchanges: list, fail) -> None:
             fail(f"{where}: a heartbeat comment must be a string")
     elif not isinstance(event.get("event"), str) or not isinstance(event.get("data"), dict):
         fail(f'{where} needs "event" (a name) and "data" (an object), or a "comment"')
+    elif not event["event"] or any(c in event["event"] for c in "\r\n"):
+        fail(f"{where}: the event name must be one non-empty line")
     if "after" in event:
         after = event["after"]
         if not isinstance(after, int) or not 1 <= after <= len(all_exchanges) or not is_send(all_exchanges[after - 1]):

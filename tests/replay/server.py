@@ -10,6 +10,7 @@ what lets "open the stream, then send" and "send, then open the stream" both rep
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import threading
@@ -61,7 +62,8 @@ class ReplayServer:
         self._stopping.set()
         with self._lock:
             self._lock.notify_all()
-        self._httpd.shutdown()
+        if self._thread is not None:  # shutdown() waits for a serve loop, so only when one runs
+            self._httpd.shutdown()
         self._httpd.server_close()
 
     def __enter__(self) -> ReplayServer:
@@ -146,6 +148,10 @@ class _ReplayHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the log list is the record
         pass
 
+    def handle(self) -> None:
+        with contextlib.suppress(*CLIENT_GONE):  # a client resetting a kept-alive connection is normal
+            super().handle()
+
     def do_GET(self) -> None:
         self._serve()
 
@@ -225,8 +231,8 @@ class _ReplayHandler(BaseHTTPRequestHandler):
 
 def sse_frame(event: dict[str, Any]) -> bytes:
     """One event on the wire: `event:` + `data:` lines and the blank line that ends it."""
-    if "comment" in event:
-        return f": {event['comment']}\n\n".encode()
+    if "comment" in event:  # one `:` line per line, so a comment can never inject a field
+        return "".join(f": {line}\n" for line in event["comment"].split("\n")).encode() + b"\n"
     return f"event: {event['event']}\ndata: {json.dumps(event['data'], ensure_ascii=False)}\n\n".encode()
 
 

@@ -1,0 +1,593 @@
+"""The recording proxy: forwards the real SDK to the live API and writes what it saw as a cassette.
+
+`with RecordingProxy() as proxy:` listens on 127.0.0.1 at `proxy.base_url`, forwards every
+request to the upstream with the caller's own credentials, and passes SSE through to the
+client unbuffered while timing each event. `proxy.save(path)` writes the cassette
+(DESIGN.md §3, §5) with provenance `recorded`.
+
+Decisions worth knowing:
+- Upstream HTTP goes through `httpx2`, the client the anthropic SDK itself depends on (2.10.0
+  requires it; plain `httpx` is only here because jupyterlab wants it). So the proxy is always
+  installed wherever the SDK is, and talks to the API with the same TLS defaults and
+  HTTP(S)_PROXY handling as the SDK's own client; `iter_bytes()` hands over each network read as it arrives, which is
+  what unbuffered SSE needs. One client, shared by the handler threads the way the SDK
+  shares its own, pools the upstream connections.
+- Nothing from the request headers is stored. Response headers are kept only from an
+  allowlist. The credentials a request carried (Authorization, x-api-key, cookies, ...) are
+  remembered in memory only, so that any echo of them in a body is replaced by `[REDACTED]`
+  before the cassette is written; JSON fields named like credentials are redacted too.
+- `after: N` links: an SSE event on a `.../events/stream` connection is linked to the most
+  recent `POST .../events` of the same session that reached the proxy before the event did
+  and had not been answered before the stream was opened; only the first event per send
+  carries the link (later ones are held behind it on replay anyway). Counting a send from
+  the moment its request reaches the proxy, not from its answer, is deliberate: the live
+  API may push the first events of a turn (the user.message echo, status_running) before
+  the POST's response is back, and with the replay server upstream the answer and the
+  released event race between the proxy's threads. A send already in flight cannot depend
+  on an event that did not exist yet, so holding that event behind it on replay is safe.
+- `delay_ms` is the gap since the previous event on the connection (for the first, since
+  the response headers); for an event carrying `after`, since that send was answered if
+  later, because replay starts the pause only once the send has been answered.
+- SSE frames: a frame with an `event:` line and a JSON-object `data` is stored as an event
+  (`event: ping` included: it replays as the same frame, which the SDK skips). Frames the SDK
+  skips without a word (no `event:` line, `ping` without JSON data, empty data, comments
+  only) become heartbeats `{"comment": ...}`: replayed as `:` comments they are skipped the
+  same way and keep their timing. A named frame whose data is not a JSON object made the
+  live SDK raise; the cassette contract has no way to replay it, so it is kept visibly as a
+  heartbeat `"unreplayable frame: ..."` and a warning is added to `proxy.warnings`.
+  `id:` and `retry:` lines are ignored by the SDK and not stored; an unterminated last
+  frame is lost by the SDK and is not stored either.
+- Exchanges are numbered in order of request arrival. A request the upstream never answered
+  (connection failure) gets a 502 from the proxy and is left out; numbers are closed up.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import httpx2
+
+from .cassette import Cassette, canonical_query, is_send, new_header, request_body
+from .server import CLIENT_GONE, read_body
+
+DEFAULT_UPSTREAM = "https://api.anthropic.com"
+DEFAULT_DESCRIPTION = "Recorded through tests.replay.recorder against the live API."
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+}
+# Not passed upstream: httpx2 sets Host and Content-Length itself; Accept-Encoding becomes
+# identity so stored bodies are plain; Expect was already answered by http.server.
+NOT_FORWARDED = HOP_BY_HOP | {"host", "accept-encoding", "content-length", "expect"}
+# Not passed back: the proxy frames the (decoded) body itself.
+NOT_RETURNED = HOP_BY_HOP | {"content-length", "content-encoding"}
+STORED_RESPONSE_HEADERS = ("content-type", "request-id", "retry-after", "retry-after-ms", "x-should-retry")
+# Request headers whose values are credentials (also any header whose name mentions one of CREDENTIAL_WORDS).
+CREDENTIAL_HEADERS = {"authorization", "proxy-authorization", "x-api-key", "cookie"}
+CREDENTIAL_WORDS = ("auth", "key", "token", "secret", "password", "cookie")
+# JSON fields (exact names, any depth) whose string values are redacted in stored bodies.
+CREDENTIAL_FIELDS = {
+    "authorization",
+    "authorization_token",
+    "api_key",
+    "x-api-key",
+    "access_token",
+    "refresh_token",
+    "client_secret",
+    "password",
+    "secret",
+    "token",
+}
+REDACTED = "[REDACTED]"
+MIN_SECRET_LENGTH = 8  # shorter header values are not searched for (they would hit ordinary text)
+NO_BODY_STATUSES = {204, 304}
+
+
+def rfc3339_now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class _Send:
+    """A `POST .../events` as the proxy saw it (monotonic times)."""
+
+    path: str
+    arrived: float
+    answered: float | None = None
+
+
+@dataclass
+class _Stream:
+    """One SSE connection being recorded."""
+
+    sends_path: str | None  # the path of the sends its events may wait for, or None (not a session stream)
+    arrived: float  # when the stream request reached the proxy
+    last: float  # when the previous event (or the response headers) arrived
+    events: list[dict[str, Any]] = field(default_factory=list)
+    linked: int = 0  # the send the latest `after` named
+
+
+class RecordingProxy:
+    """`with RecordingProxy(upstream) as proxy:` records at `proxy.base_url`; then `proxy.save(path)`."""
+
+    def __init__(self, upstream: str = DEFAULT_UPSTREAM, port: int = 0, description: str = DEFAULT_DESCRIPTION):
+        self.upstream = upstream.rstrip("/")
+        self.description = description
+        self.warnings: list[str] = []
+        self._exchanges: list[dict[str, Any] | None] = []  # per request in arrival order; None = no answer
+        self._sends: dict[int, _Send] = {}
+        self._secrets: set[str] = set()
+        self._lock = threading.Lock()
+        # The SDK's own timeouts: 5 s to connect, 600 s for each read (also between SSE chunks).
+        self._http = httpx2.Client(timeout=httpx2.Timeout(600.0, connect=5.0), follow_redirects=False)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> RecordingProxy:
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.05,), name="recording-proxy", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:  # shutdown() would wait forever for a loop that never ran
+            self._httpd.shutdown()
+            self._thread = None
+        self._httpd.server_close()
+        self._http.close()  # streams still open end here; what they recorded so far is kept
+
+    def __enter__(self) -> RecordingProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def cassette(self) -> Cassette:
+        """What has been recorded so far, with provenance `recorded` and credentials scrubbed."""
+        with self._lock:
+            slots = copy.deepcopy(self._exchanges)
+            secrets = sorted(self._secrets, key=len, reverse=True)
+        numbers = {old: new for new, old in enumerate((n for n, ex in enumerate(slots, 1) if ex), 1)}
+        exchanges = []
+        for ex in filter(None, slots):
+            for event in ex["response"].get("sse", []):
+                if "after" in event:
+                    if event["after"] in numbers:
+                        event["after"] = numbers[event["after"]]
+                    else:  # the send was never answered upstream, so it is not in the cassette
+                        del event["after"]
+            exchanges.append(scrub(ex, secrets))
+        header = new_header(
+            "recorded", created=rfc3339_now(), sdk=f"anthropic {version('anthropic')}", description=self.description
+        )
+        return Cassette(header, exchanges)
+
+    def save(self, path: str | Path) -> Cassette:
+        """Write the cassette, then load it back so a contract violation is reported at once."""
+        cassette = self.cassette()
+        cassette.save(path)
+        Cassette.load(path)
+        return cassette
+
+    # -- used by the handler ------------------------------------------------------------
+
+    def _open(self, request: dict[str, Any], headers: Any, arrived: float) -> int:
+        """Reserve the next exchange number for a request that has just arrived."""
+        secrets = set()
+        for name, value in headers.items():
+            lowered = name.lower()
+            if lowered in CREDENTIAL_HEADERS or any(word in lowered for word in CREDENTIAL_WORDS):
+                secrets.update(_secret_parts(lowered, value))
+        with self._lock:
+            self._exchanges.append(None)
+            n = len(self._exchanges)
+            self._secrets.update(s for s in secrets if len(s) >= MIN_SECRET_LENGTH)
+            if is_send({"request": request}):
+                self._sends[n] = _Send(request["path"], arrived)
+        return n
+
+    def _answer(self, n: int, request: dict[str, Any], response: dict[str, Any], answered: float) -> None:
+        with self._lock:
+            self._exchanges[n - 1] = {"request": request, "response": response}
+            if n in self._sends:
+                self._sends[n].answered = answered
+
+    def _open_stream(self, n: int, request: dict[str, Any], response: dict[str, Any], arrived: float) -> _Stream:
+        path = request["path"]
+        sends_path = path.removesuffix("/stream") if path.endswith("/events/stream") else None
+        stream = _Stream(sends_path, arrived, last=time.monotonic())
+        response["sse"] = stream.events  # the stored exchange grows as events arrive
+        self._answer(n, request, response, stream.last)
+        return stream
+
+    def _add_events(self, stream: _Stream, entries: list[dict[str, Any]], now: float) -> None:
+        with self._lock:
+            for entry in entries:
+                since = stream.last
+                if stream.sends_path is not None:
+                    waiting = [
+                        m
+                        for m, send in self._sends.items()
+                        if send.path == stream.sends_path
+                        and send.arrived < now
+                        and (send.answered is None or send.answered > stream.arrived)
+                    ]
+                    if waiting and max(waiting) > stream.linked:
+                        stream.linked = entry["after"] = max(waiting)
+                        answered = self._sends[stream.linked].answered
+                        since = max(since, now if answered is None else answered)
+                entry["delay_ms"] = max(0, round((now - since) * 1000))
+                stream.last = now
+                stream.events.append(entry)
+
+    def _fail(self, n: int) -> None:
+        """No answer came from the upstream: the exchange is left out, a send waits for nothing."""
+        with self._lock:
+            self._sends.pop(n, None)
+
+    def _warn(self, message: str) -> None:
+        with self._lock:
+            self.warnings.append(message)
+
+
+def _secret_parts(name: str, value: str) -> set[str]:
+    """A credential header's value and the pieces of it that could be echoed on their own."""
+    parts = {value.strip()}
+    if name in ("authorization", "proxy-authorization") and " " in value.strip():
+        parts.add(value.strip().split(None, 1)[1])  # the token after "Bearer"
+    if name == "cookie":
+        for pair in value.split(";"):
+            parts.add(pair.strip())
+            parts.add(pair.partition("=")[2].strip())
+    return parts
+
+
+def scrub(value: Any, secrets: list[str]) -> Any:
+    """A copy of a stored value with credential fields and known credential strings redacted."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if str(key).lower() in CREDENTIAL_FIELDS and isinstance(item, str) and item:
+                out[key] = REDACTED
+            elif key == "body_b64" and isinstance(item, str) and _is_base64(item):
+                raw = base64.b64decode(item)
+                for secret in secrets:
+                    raw = raw.replace(secret.encode(), REDACTED.encode())
+                out[key] = base64.b64encode(raw).decode("ascii")
+            else:
+                out[key] = scrub(item, secrets)
+        return out
+    if isinstance(value, list):
+        return [scrub(item, secrets) for item in value]
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+    return value
+
+
+def _is_base64(text: str) -> bool:
+    try:
+        base64.b64decode(text, validate=True)
+    except ValueError:
+        return False
+    return True
+
+
+def stored_headers(headers: httpx2.Headers) -> dict[str, str]:
+    return {name: headers[name] for name in STORED_RESPONSE_HEADERS if name in headers}
+
+
+def response_body(content_type: str, data: bytes) -> dict[str, Any]:
+    """The body key of a stored response: JSON as data when it is JSON, else text, else base64."""
+    if not data:
+        return {}
+    if not content_type or "json" in content_type.lower():
+        try:
+            return {"json": json.loads(data)}
+        except ValueError:
+            pass
+    try:
+        return {"text": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"body_b64": base64.b64encode(data).decode("ascii")}
+
+
+def is_sse(path: str, response: httpx2.Response) -> bool:
+    content_type = response.headers.get("content-type", "").lower()
+    if content_type.startswith("text/event-stream"):
+        return True
+    return path.endswith("/events/stream") and response.is_success and "json" not in content_type
+
+
+class SSEParser:
+    """Splits an SSE byte stream into frames (lists of lines), whatever the chunking."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._lines: list[str] = []
+        self._skip_lf = False  # the previous chunk ended in \r: a leading \n belongs to it
+
+    def feed(self, data: bytes) -> list[list[str]]:
+        if self._skip_lf and data.startswith(b"\n"):
+            data = data[1:]
+        self._skip_lf = False
+        self._buffer += data
+        frames = []
+        while True:
+            ends = [i for i in (self._buffer.find(b"\r"), self._buffer.find(b"\n")) if i >= 0]
+            if not ends:
+                break
+            i = min(ends)
+            line, rest = self._buffer[:i], self._buffer[i + 1 :]
+            if self._buffer[i : i + 1] == b"\r":
+                if rest.startswith(b"\n"):
+                    rest = rest[1:]
+                elif not rest:
+                    self._skip_lf = True
+            self._buffer = rest
+            if line:
+                self._lines.append(line.decode("utf-8", "replace"))
+            elif self._lines:
+                frames.append(self._lines)
+                self._lines = []
+        return frames
+
+    def pending(self) -> list[str]:
+        """Lines of a frame the stream ended in the middle of (the SDK drops such a frame)."""
+        tail = [self._buffer.decode("utf-8", "replace")] if self._buffer else []
+        return self._lines + tail
+
+
+def frame_entry(lines: list[str]) -> tuple[dict[str, Any], str | None]:
+    """A frame as a cassette entry (without delay_ms), and a warning when it cannot be replayed."""
+    name, data, comments = None, [], []
+    for line in lines:
+        if line.startswith(":"):
+            comments.append(line[1:].removeprefix(" "))
+            continue
+        key, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if key == "event":
+            name = value
+        elif key == "data":
+            data.append(value)
+        # id:, retry: and unknown fields: the SDK ignores them, so they are not stored
+    text = "\n".join(data)
+    try:
+        parsed = json.loads(text) if text else None
+    except ValueError:
+        parsed = None
+    if name is not None and isinstance(parsed, dict):
+        return {"event": name, "data": parsed}, None
+    if name is None and not data and comments:
+        return {"comment": " ".join(comments)}, None  # a plain heartbeat
+    raw = " | ".join(lines)
+    if name is None or name == "ping" or (not text and name != "error"):
+        return {"comment": raw}, None  # a frame the SDK skips without a word
+    return {"comment": f"unreplayable frame: {raw}"}, f"SSE frame {raw!r}: data is not a JSON object"
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """Whether the client has closed its end (checked before forwarding each chunk)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+def _handler_for(proxy: RecordingProxy) -> type[BaseHTTPRequestHandler]:
+    class Handler(_ProxyHandler):
+        recorder = proxy
+
+    return Handler
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # small SSE writes leave at once, not after the peer's delayed ACK
+    recorder: RecordingProxy
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: the cassette is the record
+        pass
+
+    def handle(self) -> None:
+        with contextlib.suppress(*CLIENT_GONE):  # a client dropping a kept-alive connection is normal
+            super().handle()
+
+    def do_GET(self) -> None:
+        self._proxy()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+
+    def _proxy(self) -> None:
+        arrived = time.monotonic()
+        url = urlsplit(self.path)
+        body = read_body(self)
+        request: dict[str, Any] = {"method": self.command, "path": unquote(url.path)}
+        if query := canonical_query(url.query):
+            request["query"] = query
+        request.update(request_body(self.headers.get("content-type", ""), body))
+        n = self.recorder._open(request, self.headers, arrived)
+
+        headers = [(k, v) for k, v in self.headers.items() if k.lower() not in NOT_FORWARDED]
+        headers.append(("Accept-Encoding", "identity"))
+        outgoing = httpx2.Request(self.command, self.recorder.upstream + self.path, headers=headers, content=body)
+        try:
+            upstream = self.recorder._http.send(outgoing, stream=True)
+        except httpx2.HTTPError as err:
+            self.recorder._fail(n)
+            return self._bad_gateway(f"{type(err).__name__}: {err}")
+        try:
+            if is_sse(request["path"], upstream):
+                self._relay_sse(n, request, arrived, upstream)
+            else:
+                self._relay_plain(n, request, upstream)
+        except CLIENT_GONE:
+            self.close_connection = True
+        finally:
+            upstream.close()
+            self.recorder._http.cookies.clear()  # cookies pass through as headers, never via the client's jar
+
+    def _relay_plain(self, n: int, request: dict[str, Any], upstream: httpx2.Response) -> None:
+        try:
+            data = upstream.read()  # decoded, should the upstream compress despite "identity"
+        except httpx2.HTTPError as err:
+            self.recorder._fail(n)
+            return self._bad_gateway(f"{type(err).__name__} while reading the response: {err}")
+        response = {"status": upstream.status_code, "headers": stored_headers(upstream.headers)}
+        response.update(response_body(upstream.headers.get("content-type", ""), data))
+        self.recorder._answer(n, request, response, time.monotonic())
+        self.send_response_only(upstream.status_code, upstream.reason_phrase or None)
+        self._copy_headers(upstream)
+        if self.command == "HEAD":
+            if "content-length" in upstream.headers:
+                self.send_header("Content-Length", upstream.headers["content-length"])
+            data = b""
+        elif upstream.status_code not in NO_BODY_STATUSES:
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _relay_sse(self, n: int, request: dict[str, Any], arrived: float, upstream: httpx2.Response) -> None:
+        response = {"status": upstream.status_code, "headers": stored_headers(upstream.headers)}
+        stream = self.recorder._open_stream(n, request, response, arrived)
+        # Status and headers at once: the SDK's stream() returns only when they arrive.
+        self.send_response_only(upstream.status_code, upstream.reason_phrase or None)
+        self._copy_headers(upstream)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.flush()
+        parser = SSEParser()
+        try:
+            for chunk in upstream.iter_bytes():
+                if not chunk:
+                    continue
+                frames, now = parser.feed(chunk), time.monotonic()
+                if _peer_closed(self.connection):  # the client left: what follows it never saw
+                    self.close_connection = True
+                    return
+                entries = []
+                for frame in frames:
+                    entry, warning = frame_entry(frame)
+                    entries.append(entry)
+                    if warning:
+                        self.recorder._warn(f"exchange {n}: {warning}")
+                self.recorder._add_events(stream, entries, now)  # recorded before the client sees it
+                self._write_chunk(chunk)
+        except httpx2.HTTPError as err:  # the upstream broke off: end the client's stream the same way
+            self.recorder._warn(f"exchange {n}: the upstream stream ended with {type(err).__name__}: {err}")
+            self.close_connection = True
+            return
+        if pending := parser.pending():
+            self.recorder._warn(f"exchange {n}: the stream ended inside a frame, not stored: {pending!r}")
+        self._write_chunk(b"")
+
+    def _copy_headers(self, upstream: httpx2.Response) -> None:
+        for name, value in upstream.headers.multi_items():
+            if name.lower() not in NOT_RETURNED:
+                self.send_header(name, value)
+
+    def _write_chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def _bad_gateway(self, detail: str) -> None:
+        """The upstream gave no answer: tell the client plainly; nothing is recorded."""
+        message = f"Recording proxy: no answer from {self.recorder.upstream} for {self.command} {self.path}: {detail}"
+        data = json.dumps({"type": "error", "error": {"type": "api_error", "message": message}}).encode()
+        self.send_response(502)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("x-should-retry", "false")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def recording_env(base_url: str) -> dict[str, str]:
+    """The environment for a command recorded through the proxy: its own key, the proxy's URL."""
+    no_proxy = ",".join(filter(None, [os.environ.get("NO_PROXY") or os.environ.get("no_proxy"), "127.0.0.1,localhost"]))
+    return {**os.environ, "ANTHROPIC_BASE_URL": base_url, "NO_PROXY": no_proxy, "no_proxy": no_proxy}
+
+
+def record(
+    out: str | Path,
+    upstream: str = DEFAULT_UPSTREAM,
+    port: int = 0,
+    command: Sequence[str] | None = None,
+    description: str = DEFAULT_DESCRIPTION,
+) -> int:
+    """`record --out PATH [--upstream URL] [--port N] [-- COMMAND ...]`; returns the exit code.
+
+    Prints the proxy's base URL, then either runs COMMAND with ANTHROPIC_BASE_URL pointing at
+    the proxy (its ANTHROPIC_API_KEY untouched) or, without one, records until Ctrl-C or
+    SIGTERM. The cassette goes to PATH; if COMMAND fails or is interrupted it goes next to
+    it as `<name>.failed.jsonl` instead, so a broken run never replaces a good cassette.
+    """
+    out = Path(out)
+    proxy = RecordingProxy(upstream, port, description)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
+    code = 0
+    try:
+        with proxy:
+            print(proxy.base_url, flush=True)
+            try:
+                if command:
+                    print(f"Recording {proxy.upstream} while running: {' '.join(command)}", file=sys.stderr)
+                    code = subprocess.run(list(command), env=recording_env(proxy.base_url)).returncode
+                else:
+                    print(f"Recording {proxy.upstream} into {out}; press Ctrl-C to stop and write.", file=sys.stderr)
+                    while True:
+                        time.sleep(3600)
+            except KeyboardInterrupt:
+                code = 130 if command else 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    target = out if code == 0 else out.with_name(f"{out.stem}.failed{out.suffix}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    cassette = proxy.save(target)
+    for warning in proxy.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"Wrote {len(cassette.exchanges)} exchanges to {target}", file=sys.stderr)
+    if code:
+        print(f"The command ended with exit code {code}; {out} was left as it was.", file=sys.stderr)
+    return code

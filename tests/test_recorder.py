@@ -1,0 +1,383 @@
+"""The recording proxy, tested without a key: the real SDK records through it against the replay server.
+
+What goes in (a scripted cassette served by ReplayServer) must come out of the proxy again,
+apart from delays and headers; no credential may reach the written file; SSE must pass
+through unbuffered.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import anthropic
+import httpx2
+import pytest
+
+from tests.replay import ROOT
+from tests.replay.cassette import Cassette, new_header
+from tests.replay.recorder import REDACTED, STORED_RESPONSE_HEADERS, RecordingProxy, SSEParser, frame_entry
+from tests.replay.server import ReplayServer
+
+BEARER_SECRET = "sk-ant-test-SECRET123"
+HEADER_SECRET = "sk-ant-other-SECRET456"
+COOKIE_SECRET = "cookie-SECRET789"
+
+T = "2026-05-01T12:00:00Z"
+AGENT_ID = "agent_011CZkYpogX7uDKUyvBTophP"
+SESSION_ID = "sesn_011CZkZAtmR3yMPDzynEDxu7"
+FILE_ID = "file_011CNha8iCJcU1wXNR6q4V8w"
+OUTPUT_FILE_ID = "file_011CNha8iCJcU1wXNR6qOUTP"
+UPLOAD = b"print(1)\n"
+BINARY = b"\x89PNG\r\n\x1a\n\x00\xff\xfe"
+TOOLSET = {
+    "type": "agent_toolset_20260401",
+    "default_config": {"enabled": True, "permission_policy": {"type": "always_allow"}},
+}
+AGENT_REQUEST = {
+    "model": "claude-sonnet-4-6",
+    "name": "cookbook-iterate",
+    "system": "Fix the code.",
+    "tools": [TOOLSET],
+}
+AGENT = {
+    "id": AGENT_ID,
+    "type": "agent",
+    "name": "cookbook-iterate",
+    "version": 1,
+    "model": {"id": "claude-sonnet-4-6"},
+    "system": "Fix the code.",
+    "description": None,
+    "tools": [{**TOOLSET, "configs": []}],
+    "mcp_servers": [],
+    "skills": [],
+    "metadata": {},
+    "execution_identity": {"type": "service_account"},
+    "created_at": T,
+    "updated_at": T,
+    "archived_at": None,
+}
+FILE = {
+    "id": FILE_ID,
+    "type": "file",
+    "filename": "calc.py",
+    "mime_type": "text/x-python",
+    "size_bytes": len(UPLOAD),
+    "created_at": T,
+    "downloadable": False,
+}
+RUN = {"cwd": ROOT, "capture_output": True, "text": True, "timeout": 60}
+STREAM_PATH = f"/v1/sessions/{SESSION_ID}/events/stream"
+SEND_PATH = f"/v1/sessions/{SESSION_ID}/events"
+
+
+def user_message(text: str) -> dict:
+    return {"type": "user.message", "content": [{"type": "text", "text": text}]}
+
+
+def sse(event_type: str, delay_ms: int = 0, **fields) -> dict:
+    return {"delay_ms": delay_ms, "event": event_type, "data": {"type": event_type, **fields}}
+
+
+def turn(prefix: str, text: str, *, after: int | None = None, delay_ms: int = 0) -> list[dict]:
+    """A short turn: running, a previewed agent.message, idle with end_turn."""
+    msg = f"sevt_{prefix}3"
+    events = [
+        sse("session.status_running", delay_ms, id=f"sevt_{prefix}1", processed_at=T),
+        sse("user.message", delay_ms, id=f"sevt_{prefix}2", processed_at=T, content=[{"type": "text", "text": "Go"}]),
+        sse("event_start", delay_ms, event={"type": "agent.message", "id": msg}),
+        sse(
+            "event_delta",
+            delay_ms,
+            event_id=msg,
+            delta={"type": "content_delta", "index": 0, "content": {"type": "text", "text": text[:3]}},
+        ),
+        sse("agent.message", delay_ms, id=msg, processed_at=T, content=[{"type": "text", "text": text}]),
+        sse("session.status_idle", delay_ms, id=f"sevt_{prefix}4", processed_at=T, stop_reason={"type": "end_turn"}),
+    ]
+    if after is not None:
+        events[0]["after"] = after
+    return events
+
+
+def exchange(method: str, path: str, response: dict, status: int = 200, **request) -> dict:
+    return {
+        "request": {"method": method, "path": path, **request},
+        "response": {"status": status, "headers": {"request-id": f"req_{len(path)}{method}"}, **response},
+    }
+
+
+def source_cassette() -> Cassette:
+    """Both ways a turn is driven: stream then send (exchanges 3, 4), send then stream (5, 6)."""
+    sha = hashlib.sha256(UPLOAD).hexdigest()
+    query = {"event_deltas[]": ["agent.message"]}
+    echo = {"data": [{**user_message("Go"), "id": "sevt_echo", "processed_at": None}]}
+    exchanges = [
+        exchange("POST", "/v1/agents", {"json": AGENT}, json=AGENT_REQUEST),
+        exchange(
+            "POST",
+            "/v1/files",
+            {"json": FILE},
+            multipart=[{"name": "file", "filename": "calc.py", "content_type": "text/x-python", "sha256": sha}],
+        ),
+        exchange("GET", STREAM_PATH, {"sse": turn("a", "Hello!", after=4)}, query=query),
+        exchange("POST", SEND_PATH, {"json": echo}, json={"events": [user_message("Go")]}),
+        exchange("POST", SEND_PATH, {"json": echo}, json={"events": [user_message("Again")]}),
+        exchange("GET", STREAM_PATH, {"sse": turn("b", "Done again.")}, query=query),
+        exchange("GET", f"/v1/files/{FILE_ID}/content", {"text": "print(2)\n"}),
+        exchange("GET", f"/v1/files/{OUTPUT_FILE_ID}/content", {"body_b64": base64.b64encode(BINARY).decode()}),
+        exchange("POST", f"/v1/agents/{AGENT_ID}/archive", {"json": {**AGENT, "archived_at": T}}),
+    ]
+    header = new_header("scripted", created=T, sdk="anthropic 2.10.0", description="recorder round trip")
+    return Cassette(header, exchanges)
+
+
+def sdk(base_url: str, **options) -> anthropic.Anthropic:
+    return anthropic.Anthropic(
+        base_url=base_url, api_key=BEARER_SECRET, max_retries=0, _strict_response_validation=True, **options
+    )
+
+
+def drain_until_idle(stream) -> list[str]:
+    seen = []
+    for event in stream:
+        seen.append(event.type)
+        if event.type == "session.status_idle":
+            break
+    return seen
+
+
+def normalised(exchanges: list[dict]) -> list[dict]:
+    """Exchanges without response headers and with every delay 0: what a recording must reproduce."""
+    out = json.loads(json.dumps(exchanges))
+    for ex in out:
+        ex["response"].pop("headers", None)
+        for event in ex["response"].get("sse", []):
+            event["delay_ms"] = 0
+    return out
+
+
+def test_recording_through_the_proxy_reproduces_the_source(tmp_path):
+    source_path, out = tmp_path / "source.jsonl", tmp_path / "recorded.jsonl"
+    source_cassette().save(source_path)
+    source = Cassette.load(source_path)
+    with ReplayServer(source_path) as replay, RecordingProxy(upstream=replay.base_url, description="rt") as proxy:
+        client = sdk(proxy.base_url)
+        client.beta.agents.create(**AGENT_REQUEST)
+        uploaded = client.beta.files.upload(file=("calc.py", UPLOAD, "text/x-python"))
+        assert uploaded.id == FILE_ID
+        with client.beta.sessions.events.stream(SESSION_ID, event_deltas=["agent.message"]) as stream:
+            client.beta.sessions.events.send(SESSION_ID, events=[user_message("Go")])
+            first = drain_until_idle(stream)
+        client.beta.sessions.events.send(SESSION_ID, events=[user_message("Again")])
+        with client.beta.sessions.events.stream(SESSION_ID, event_deltas=["agent.message"]) as stream:
+            second = drain_until_idle(stream)
+        assert client.beta.files.download(FILE_ID).text() == "print(2)\n"
+        assert client.beta.files.download(OUTPUT_FILE_ID).read() == BINARY
+        assert client.beta.agents.archive(AGENT_ID).archived_at is not None
+        proxy.save(out)
+        assert replay.unplayed() == [] and replay.unmatched() == []
+
+    expected = [e["event"] for e in turn("a", "x")]
+    assert first == expected and second == expected
+    recorded = Cassette.load(out)
+    assert recorded.header["provenance"] == "recorded"
+    assert recorded.header["sdk"] == f"anthropic {anthropic.__version__}"
+    assert recorded.header["description"] == "rt"
+    assert recorded.header["created"].endswith("Z")
+    assert normalised(recorded.exchanges) == normalised(source.exchanges)
+    for got, want in zip(recorded.exchanges, source.exchanges, strict=True):
+        assert set(got["response"]["headers"]) <= set(STORED_RESPONSE_HEADERS)
+        assert got["response"]["headers"]["request-id"] == want["response"]["headers"]["request-id"]
+        assert "content-type" in got["response"]["headers"]
+
+
+def test_credentials_never_reach_the_cassette(tmp_path):
+    source_path, out = tmp_path / "source.jsonl", tmp_path / "recorded.jsonl"
+    cassette = source_cassette()
+    cassette.exchanges = [cassette.exchanges[0], cassette.exchanges[-1]]
+    cassette.save(source_path)
+    with ReplayServer(source_path) as replay, RecordingProxy(upstream=replay.base_url) as proxy:
+        sdk(proxy.base_url).beta.agents.create(**AGENT_REQUEST)  # Authorization: Bearer
+        raw = httpx2.post(
+            f"{proxy.base_url}/v1/agents/{AGENT_ID}/archive",
+            headers={"x-api-key": HEADER_SECRET, "cookie": f"session={COOKIE_SECRET}", "content-type": "x/y"},
+        )
+        assert raw.status_code == 200, raw.text
+        proxy.save(out)
+        assert replay.unplayed() == []
+
+    text = out.read_text(encoding="utf-8")
+    assert len(Cassette.load(out).exchanges) == 2
+    for secret in (BEARER_SECRET, HEADER_SECRET, COOKIE_SECRET, "SECRET", "authorization", "x-api-key", "cookie"):
+        assert secret.lower() not in text.lower(), f"{secret!r} was written to the cassette"
+
+
+class EchoUpstream(BaseHTTPRequestHandler):
+    """Answers every request with the headers it received; sets a cookie and a server header."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):
+        pass
+
+    def do_POST(self):
+        length = int(self.headers.get("content-length") or 0)
+        body = {"headers": {k.lower(): v for k, v in self.headers.items()}, "got": self.rfile.read(length).decode()}
+        body["token"] = "field-SECRET-value"
+        data = json.dumps(body).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Set-Cookie", f"sid={COOKIE_SECRET}")
+        self.send_header("request-id", "req_echo")
+        self.send_header("x-should-retry", "false")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_forwards_credentials_upstream_and_scrubs_their_echo(tmp_path):
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), EchoUpstream)
+    threading.Thread(target=upstream.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        with RecordingProxy(upstream=f"http://127.0.0.1:{upstream.server_address[1]}") as proxy:
+            client = sdk(proxy.base_url, default_headers={"x-api-key": HEADER_SECRET})
+            with pytest.raises(anthropic.AuthenticationError) as caught:
+                client.post(
+                    "/v1/echo",
+                    body={"k": "v"},
+                    cast_to=object,
+                    options={"params": {"beta": "true", "b": "2", "a": "1"}},
+                )
+            proxy.save(tmp_path / "echo.jsonl")
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+
+    seen = caught.value.body["headers"]
+    assert seen["authorization"] == f"Bearer {BEARER_SECRET}" and seen["x-api-key"] == HEADER_SECRET
+    assert seen["accept-encoding"] == "identity"
+    assert seen["host"] == f"127.0.0.1:{upstream.server_address[1]}"
+    assert caught.value.request_id == "req_echo"
+    [recorded] = Cassette.load(tmp_path / "echo.jsonl").exchanges
+    assert recorded["request"] == {
+        "method": "POST",
+        "path": "/v1/echo",
+        "query": {"a": ["1"], "b": ["2"]},
+        "json": {"k": "v"},
+    }
+    response = recorded["response"]
+    assert response["status"] == 401
+    assert response["headers"] == {
+        "content-type": "application/json",
+        "request-id": "req_echo",
+        "x-should-retry": "false",
+    }
+    assert response["json"]["headers"]["authorization"] == REDACTED
+    assert response["json"]["headers"]["x-api-key"] == REDACTED
+    assert response["json"]["token"] == REDACTED
+    assert "SECRET" not in (tmp_path / "echo.jsonl").read_text()
+
+
+def test_sse_passes_through_unbuffered(tmp_path):
+    events = [
+        sse("session.status_running", 0, id="sevt_1", processed_at=T),
+        {"delay_ms": 150, "comment": "heartbeat"},
+        sse("span.model_request_start", 150, id="sevt_2", processed_at=T),
+        sse("agent.message", 300, id="sevt_3", processed_at=T, content=[{"type": "text", "text": "Hi"}]),
+        sse("session.status_idle", 300, id="sevt_4", processed_at=T, stop_reason={"type": "end_turn"}),
+    ]
+    cassette = Cassette(
+        new_header("scripted", T, "anthropic 2.10.0", "paced"),
+        [exchange("GET", STREAM_PATH, {"sse": events})],
+    )
+    with ReplayServer(cassette, speed=1) as replay, RecordingProxy(upstream=replay.base_url) as proxy:
+        opened = time.monotonic()
+        arrivals = []
+        with sdk(proxy.base_url).beta.sessions.events.stream(SESSION_ID) as stream:
+            for _ in stream:
+                arrivals.append(time.monotonic() - opened)
+        recorded = proxy.cassette().exchanges[0]["response"]["sse"]
+
+    assert len(arrivals) == 4
+    assert arrivals[0] < 0.25, f"first event only after {arrivals[0]:.2f}s"
+    assert arrivals[-1] - arrivals[0] > 0.6, f"events arrived together: {arrivals}"
+    assert [e.get("event", e.get("comment")) for e in recorded] == [e.get("event", e.get("comment")) for e in events]
+    delays = [e["delay_ms"] for e in recorded]
+    assert delays[0] < 100 and all(80 <= d < 450 for d in delays[1:]), delays
+
+
+def test_sse_frames_become_cassette_entries_whatever_the_chunking():
+    wire = (
+        b": keepalive\r\n\r\n"
+        b'event: session.status_running\r\ndata: {"type": "session.status_running",\r\ndata:  "id": "sevt_1"}\r\n\r\n'
+        b"id: 7\nevent: ping\ndata: {}\n\n"
+        b"event: ping\n\n"
+        b'data: {"type": "nameless"}\n\n'
+        b"event: agent.message\ndata: not json\n\n"
+        b'event: session.status_idle\ndata: {"type": "session.status_idle"}\n\n'
+        b"event: lost\ndata: {}\n"
+    )
+    expected = [
+        {"comment": "keepalive"},
+        {"event": "session.status_running", "data": {"type": "session.status_running", "id": "sevt_1"}},
+        {"event": "ping", "data": {}},
+        {"comment": "event: ping"},
+        {"comment": 'data: {"type": "nameless"}'},
+        {"comment": "unreplayable frame: event: agent.message | data: not json"},
+        {"event": "session.status_idle", "data": {"type": "session.status_idle"}},
+    ]
+    for size in (1, 2, 3, 7, len(wire)):
+        parser = SSEParser()
+        frames = [f for i in range(0, len(wire), size) for f in parser.feed(wire[i : i + size])]
+        assert [frame_entry(f)[0] for f in frames] == expected, size
+        assert parser.pending() == ["event: lost", "data: {}"]
+    warnings = [frame_entry(f)[1] for f in frames]
+    assert [w is not None for w in warnings] == [False] * 5 + [True, False]
+
+
+def test_events_after_the_client_left_are_not_recorded():
+    events = [sse("session.status_running", 0, id="sevt_1", processed_at=T)]
+    events += [sse("span.model_request_start", 200, id=f"sevt_{i}", processed_at=T) for i in range(2, 5)]
+    cassette = Cassette(
+        new_header("scripted", T, "anthropic 2.10.0", "x"), [exchange("GET", STREAM_PATH, {"sse": events})]
+    )
+    with ReplayServer(cassette, speed=1) as replay, RecordingProxy(upstream=replay.base_url) as proxy:
+        with sdk(proxy.base_url).beta.sessions.events.stream(SESSION_ID) as stream:
+            assert next(iter(stream)).id == "sevt_1"
+        time.sleep(0.5)  # the next event arrives at the proxy after the client has gone
+        recorded = proxy.cassette().exchanges[0]["response"]["sse"]
+    assert [e["data"]["id"] for e in recorded] == ["sevt_1"]
+
+
+def test_record_command_runs_a_command_through_the_proxy(tmp_path):
+    source_path, out = tmp_path / "source.jsonl", tmp_path / "rec" / "out.jsonl"
+    cassette = source_cassette()
+    cassette.exchanges = cassette.exchanges[:1]
+    cassette.save(source_path)
+    child = (
+        "import anthropic; c = anthropic.Anthropic(max_retries=0, _strict_response_validation=True); "
+        f"print(c.beta.agents.create(**{AGENT_REQUEST!r}).id)"
+    )
+    env = {**os.environ, "ANTHROPIC_API_KEY": BEARER_SECRET}
+    with ReplayServer(source_path) as replay:
+        verb = [sys.executable, "-m", "tests.replay", "record", "--out", str(out), "--upstream", replay.base_url]
+        done = subprocess.run([*verb, "--", sys.executable, "-c", child], **RUN, env=env)
+        assert done.returncode == 0, done.stderr
+        assert replay.unplayed() == []
+        failed = subprocess.run([*verb, "--", sys.executable, "-c", "raise SystemExit(3)"], **RUN, env=env)
+    base_url, agent_id = done.stdout.split()
+    assert base_url.startswith("http://127.0.0.1:") and agent_id == AGENT_ID
+    recorded = Cassette.load(out)
+    assert normalised(recorded.exchanges) == normalised(cassette.exchanges)
+    assert BEARER_SECRET not in out.read_text()
+    assert failed.returncode == 3
+    assert Cassette.load(out.with_name("out.failed.jsonl")).exchanges == []
+    assert Cassette.load(out).exchanges == recorded.exchanges  # a failed run leaves the good cassette alone
