@@ -43,11 +43,12 @@ def execute(env: dict[str, str] | None = None, timeout: float = 300) -> nbformat
 
 
 def execute_like_a_reader(
-    cassette: Path, env: dict[str, str] | None = None, speed: float = 0.0, timeout: float = 60
+    cassette: Path, env: dict[str, str] | None = None, speed: float = 0.0, timeout: float = 60, cleanup_again=False
 ) -> tuple[nbformat.NotebookNode, ReplayServer, int | None]:
     """Run cells in order against a cassette; at the first failing cell stop, as "Run All" does,
-    and run the cleanup cell (the last code cell) as a reader would. Returns the executed
-    notebook, the fake (its log and accounting) and the index of the failing cell, if any.
+    and run the cleanup cell (the last code cell) as a reader would, and once more if asked
+    (its stored outputs are then the second run's). Returns the executed notebook, the fake
+    (its log and accounting) and the index of the failing cell, if any.
     """
     nb = nbformat.read(NOTEBOOK, as_version=4)
     code_cells = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
@@ -62,6 +63,8 @@ def execute_like_a_reader(
                     failed = i
                     client.execute_cell(nb.cells[code_cells[-1]], code_cells[-1])
                     break
+            if cleanup_again:
+                client.execute_cell(nb.cells[code_cells[-1]], code_cells[-1])
     return nb, fake, failed
 
 

@@ -12,7 +12,7 @@ import nbformat
 import pytest
 from nbclient.exceptions import CellExecutionError
 
-from tests.notebook_runner import NOTEBOOK, WIDGET_VIEW, client_for
+from tests.notebook_runner import NOTEBOOK, WIDGET_VIEW, client_for, execute_like_a_reader
 from tests.replay import ROOT, SHIPPED_CASSETTE
 from tests.replay.cassette import Cassette
 
@@ -107,3 +107,13 @@ def test_without_a_key_the_setup_cell_says_so_in_one_sentence(stored, tmp_path):
     [error] = [o for o in nb.cells[setup].outputs if o.output_type == "error"]
     assert error.ename == "SystemExit" and error.evalue.startswith("No API key: set ANTHROPIC_API_KEY")
     assert "CredentialsError" not in json.dumps(error) and len(error.traceback) <= 2
+
+
+@pytest.mark.slow
+def test_cleanup_is_safe_to_run_twice():
+    nb, fake, failed = execute_like_a_reader(SHIPPED_CASSETTE, cleanup_again=True)
+    second = "".join(o.get("text", "") for o in nb.cells[-2].outputs)
+    assert failed is None
+    assert second.count("is already archived") == 3, second
+    assert sum(e["path"].endswith("/archive") for e in fake.log) == 3
+    assert fake.unmatched() == [] and fake.unplayed() == []
