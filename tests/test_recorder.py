@@ -23,8 +23,9 @@ import pytest
 
 from tests.replay import ROOT
 from tests.replay.cassette import Cassette, new_header
-from tests.replay.recorder import REDACTED, STORED_RESPONSE_HEADERS, RecordingProxy, SSEParser, frame_entry
+from tests.replay.recorder import REDACTED, STORED_RESPONSE_HEADERS, RecordingProxy
 from tests.replay.server import ReplayServer
+from tests.replay.sse import SSEParser, frame_entry
 
 BEARER_SECRET = "sk-ant-test-SECRET123"
 HEADER_SECRET = "sk-ant-other-SECRET456"

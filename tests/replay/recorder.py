@@ -44,7 +44,6 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
 import json
 import os
@@ -58,7 +57,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -67,7 +65,8 @@ from urllib.parse import unquote, urlsplit
 import httpx2
 
 from .cassette import Cassette, canonical_query, is_send, new_header, request_body
-from .server import CLIENT_GONE, read_body
+from .loopback import CLIENT_GONE, LoopbackHandler, LoopbackServer
+from .sse import SSEParser, frame_entry
 
 DEFAULT_UPSTREAM = "https://api.anthropic.com"
 DEFAULT_DESCRIPTION = "Recorded through tests.replay.recorder against the live API."
@@ -133,8 +132,196 @@ class _Stream:
     linked: int = 0  # the send the latest `after` named
 
 
-class RecordingProxy:
+def _secret_parts(name: str, value: str) -> set[str]:
+    """A credential header's value and the pieces of it that could be echoed on their own."""
+    parts = {value.strip()}
+    if name in ("authorization", "proxy-authorization") and " " in value.strip():
+        parts.add(value.strip().split(None, 1)[1])  # the token after "Bearer"
+    if name == "cookie":
+        for pair in value.split(";"):
+            parts.add(pair.strip())
+            parts.add(pair.partition("=")[2].strip())
+    return parts
+
+
+def scrub(value: Any, secrets: list[str]) -> Any:
+    """A copy of a stored value with credential fields and known credential strings redacted."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if str(key).lower() in CREDENTIAL_FIELDS and isinstance(item, str) and item:
+                out[key] = REDACTED
+            elif key == "body_b64" and isinstance(item, str) and _is_base64(item):
+                raw = base64.b64decode(item)
+                for secret in secrets:
+                    raw = raw.replace(secret.encode(), REDACTED.encode())
+                out[key] = base64.b64encode(raw).decode("ascii")
+            else:
+                out[key] = scrub(item, secrets)
+        return out
+    if isinstance(value, list):
+        return [scrub(item, secrets) for item in value]
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+    return value
+
+
+def _is_base64(text: str) -> bool:
+    try:
+        base64.b64decode(text, validate=True)
+    except ValueError:
+        return False
+    return True
+
+
+def stored_headers(headers: httpx2.Headers) -> dict[str, str]:
+    return {name: headers[name] for name in STORED_RESPONSE_HEADERS if name in headers}
+
+
+def response_body(content_type: str, data: bytes) -> dict[str, Any]:
+    """The body key of a stored response: JSON as data when it is JSON, else text, else base64."""
+    if not data:
+        return {}
+    if not content_type or "json" in content_type.lower():
+        try:
+            return {"json": json.loads(data)}
+        except ValueError:
+            pass
+    try:
+        return {"text": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"body_b64": base64.b64encode(data).decode("ascii")}
+
+
+def is_sse(path: str, response: httpx2.Response) -> bool:
+    content_type = response.headers.get("content-type", "").lower()
+    if content_type.startswith("text/event-stream"):
+        return True
+    return path.endswith("/events/stream") and response.is_success and "json" not in content_type
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """Whether the client has closed its end (checked before forwarding each chunk)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+class _ProxyHandler(LoopbackHandler):
+    owner: RecordingProxy
+
+    def do_GET(self) -> None:
+        self._proxy()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+
+    def _proxy(self) -> None:
+        arrived = time.monotonic()
+        url = urlsplit(self.path)
+        body = self.read_body()
+        request: dict[str, Any] = {"method": self.command, "path": unquote(url.path)}
+        if query := canonical_query(url.query):
+            request["query"] = query
+        request.update(request_body(self.headers.get("content-type", ""), body))
+        n = self.owner._open(request, self.headers, arrived)
+
+        headers = [(k, v) for k, v in self.headers.items() if k.lower() not in NOT_FORWARDED]
+        headers.append(("Accept-Encoding", "identity"))
+        outgoing = httpx2.Request(self.command, self.owner.upstream + self.path, headers=headers, content=body)
+        try:
+            upstream = self.owner._http.send(outgoing, stream=True)
+        except httpx2.HTTPError as err:
+            self.owner._fail(n)
+            return self._bad_gateway(f"{type(err).__name__}: {err}")
+        try:
+            if is_sse(request["path"], upstream):
+                self._relay_sse(n, request, arrived, upstream)
+            else:
+                self._relay_plain(n, request, upstream)
+        except CLIENT_GONE:
+            self.close_connection = True
+        finally:
+            upstream.close()
+            self.owner._http.cookies.clear()  # cookies pass through as headers, never via the client's jar
+
+    def _relay_plain(self, n: int, request: dict[str, Any], upstream: httpx2.Response) -> None:
+        try:
+            data = upstream.read()  # decoded, should the upstream compress despite "identity"
+        except httpx2.HTTPError as err:
+            self.owner._fail(n)
+            return self._bad_gateway(f"{type(err).__name__} while reading the response: {err}")
+        response = {"status": upstream.status_code, "headers": stored_headers(upstream.headers)}
+        response.update(response_body(upstream.headers.get("content-type", ""), data))
+        self.owner._answer(n, request, response, time.monotonic())
+        self.send_response_only(upstream.status_code, upstream.reason_phrase or None)
+        self._copy_headers(upstream)
+        if self.command == "HEAD":
+            if "content-length" in upstream.headers:
+                self.send_header("Content-Length", upstream.headers["content-length"])
+            data = b""
+        elif upstream.status_code not in NO_BODY_STATUSES:
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _relay_sse(self, n: int, request: dict[str, Any], arrived: float, upstream: httpx2.Response) -> None:
+        response = {"status": upstream.status_code, "headers": stored_headers(upstream.headers)}
+        stream = self.owner._open_stream(n, request, response, arrived)
+        # Status and headers at once: the SDK's stream() returns only when they arrive.
+        self.send_response_only(upstream.status_code, upstream.reason_phrase or None)
+        self._copy_headers(upstream)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.flush()
+        parser = SSEParser()
+        try:
+            for chunk in upstream.iter_bytes():
+                if not chunk:
+                    continue
+                frames, now = parser.feed(chunk), time.monotonic()
+                if _peer_closed(self.connection):  # the client left: what follows it never saw
+                    self.close_connection = True
+                    return
+                entries = []
+                for frame in frames:
+                    entry, warning = frame_entry(frame)
+                    entries.append(entry)
+                    if warning:
+                        self.owner._warn(f"exchange {n}: {warning}")
+                self.owner._add_events(stream, entries, now)  # recorded before the client sees it
+                self.write_chunk(chunk)
+        except httpx2.HTTPError as err:  # the upstream broke off: end the client's stream the same way
+            self.owner._warn(f"exchange {n}: the upstream stream ended with {type(err).__name__}: {err}")
+            self.close_connection = True
+            return
+        if pending := parser.pending():
+            self.owner._warn(f"exchange {n}: the stream ended inside a frame, not stored: {pending!r}")
+        self.write_chunk(b"")
+
+    def _copy_headers(self, upstream: httpx2.Response) -> None:
+        for name, value in upstream.headers.multi_items():
+            if name.lower() not in NOT_RETURNED:
+                self.send_header(name, value)
+
+    def _bad_gateway(self, detail: str) -> None:
+        """The upstream gave no answer: tell the client plainly; nothing is recorded."""
+        message = f"Recording proxy: no answer from {self.owner.upstream} for {self.command} {self.path}: {detail}"
+        data = json.dumps({"type": "error", "error": {"type": "api_error", "message": message}}).encode()
+        self.send_response(502)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("x-should-retry", "false")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class RecordingProxy(LoopbackServer):
     """`with RecordingProxy(upstream) as proxy:` records at `proxy.base_url`; then `proxy.save(path)`."""
+
+    handler = _ProxyHandler
 
     def __init__(self, upstream: str = DEFAULT_UPSTREAM, port: int = 0, description: str = DEFAULT_DESCRIPTION):
         self.upstream = upstream.rstrip("/")
@@ -146,34 +333,11 @@ class RecordingProxy:
         self._lock = threading.Lock()
         # The SDK's own timeouts: 5 s to connect, 600 s for each read (also between SSE chunks).
         self._http = httpx2.Client(timeout=httpx2.Timeout(600.0, connect=5.0), follow_redirects=False)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def base_url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> RecordingProxy:
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, args=(0.05,), name="recording-proxy", daemon=True
-        )
-        self._thread.start()
-        return self
+        super().__init__(port)
 
     def stop(self) -> None:
-        if self._thread is not None:  # shutdown() would wait forever for a loop that never ran
-            self._httpd.shutdown()
-            self._thread = None
-        self._httpd.server_close()
+        super().stop()
         self._http.close()  # streams still open end here; what they recorded so far is kept
-
-    def __enter__(self) -> RecordingProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def cassette(self) -> Cassette:
         """What has been recorded so far, with provenance `recorded` and credentials scrubbed."""
@@ -261,280 +425,6 @@ class RecordingProxy:
     def _warn(self, message: str) -> None:
         with self._lock:
             self.warnings.append(message)
-
-
-def _secret_parts(name: str, value: str) -> set[str]:
-    """A credential header's value and the pieces of it that could be echoed on their own."""
-    parts = {value.strip()}
-    if name in ("authorization", "proxy-authorization") and " " in value.strip():
-        parts.add(value.strip().split(None, 1)[1])  # the token after "Bearer"
-    if name == "cookie":
-        for pair in value.split(";"):
-            parts.add(pair.strip())
-            parts.add(pair.partition("=")[2].strip())
-    return parts
-
-
-def scrub(value: Any, secrets: list[str]) -> Any:
-    """A copy of a stored value with credential fields and known credential strings redacted."""
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if str(key).lower() in CREDENTIAL_FIELDS and isinstance(item, str) and item:
-                out[key] = REDACTED
-            elif key == "body_b64" and isinstance(item, str) and _is_base64(item):
-                raw = base64.b64decode(item)
-                for secret in secrets:
-                    raw = raw.replace(secret.encode(), REDACTED.encode())
-                out[key] = base64.b64encode(raw).decode("ascii")
-            else:
-                out[key] = scrub(item, secrets)
-        return out
-    if isinstance(value, list):
-        return [scrub(item, secrets) for item in value]
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, REDACTED)
-    return value
-
-
-def _is_base64(text: str) -> bool:
-    try:
-        base64.b64decode(text, validate=True)
-    except ValueError:
-        return False
-    return True
-
-
-def stored_headers(headers: httpx2.Headers) -> dict[str, str]:
-    return {name: headers[name] for name in STORED_RESPONSE_HEADERS if name in headers}
-
-
-def response_body(content_type: str, data: bytes) -> dict[str, Any]:
-    """The body key of a stored response: JSON as data when it is JSON, else text, else base64."""
-    if not data:
-        return {}
-    if not content_type or "json" in content_type.lower():
-        try:
-            return {"json": json.loads(data)}
-        except ValueError:
-            pass
-    try:
-        return {"text": data.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {"body_b64": base64.b64encode(data).decode("ascii")}
-
-
-def is_sse(path: str, response: httpx2.Response) -> bool:
-    content_type = response.headers.get("content-type", "").lower()
-    if content_type.startswith("text/event-stream"):
-        return True
-    return path.endswith("/events/stream") and response.is_success and "json" not in content_type
-
-
-class SSEParser:
-    """Splits an SSE byte stream into frames (lists of lines), whatever the chunking."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._lines: list[str] = []
-        self._skip_lf = False  # the previous chunk ended in \r: a leading \n belongs to it
-
-    def feed(self, data: bytes) -> list[list[str]]:
-        if self._skip_lf and data.startswith(b"\n"):
-            data = data[1:]
-        self._skip_lf = False
-        self._buffer += data
-        frames = []
-        while True:
-            ends = [i for i in (self._buffer.find(b"\r"), self._buffer.find(b"\n")) if i >= 0]
-            if not ends:
-                break
-            i = min(ends)
-            line, rest = self._buffer[:i], self._buffer[i + 1 :]
-            if self._buffer[i : i + 1] == b"\r":
-                if rest.startswith(b"\n"):
-                    rest = rest[1:]
-                elif not rest:
-                    self._skip_lf = True
-            self._buffer = rest
-            if line:
-                self._lines.append(line.decode("utf-8", "replace"))
-            elif self._lines:
-                frames.append(self._lines)
-                self._lines = []
-        return frames
-
-    def pending(self) -> list[str]:
-        """Lines of a frame the stream ended in the middle of (the SDK drops such a frame)."""
-        tail = [self._buffer.decode("utf-8", "replace")] if self._buffer else []
-        return self._lines + tail
-
-
-def frame_entry(lines: list[str]) -> tuple[dict[str, Any], str | None]:
-    """A frame as a cassette entry (without delay_ms), and a warning when it cannot be replayed."""
-    name, data, comments = None, [], []
-    for line in lines:
-        if line.startswith(":"):
-            comments.append(line[1:].removeprefix(" "))
-            continue
-        key, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if key == "event":
-            name = value
-        elif key == "data":
-            data.append(value)
-        # id:, retry: and unknown fields: the SDK ignores them, so they are not stored
-    text = "\n".join(data)
-    try:
-        parsed = json.loads(text) if text else None
-    except ValueError:
-        parsed = None
-    if name is not None and isinstance(parsed, dict):
-        return {"event": name, "data": parsed}, None
-    if name is None and not data and comments:
-        return {"comment": " ".join(comments)}, None  # a plain heartbeat
-    raw = " | ".join(lines)
-    if name is None or name == "ping" or (not text and name != "error"):
-        return {"comment": raw}, None  # a frame the SDK skips without a word
-    return {"comment": f"unreplayable frame: {raw}"}, f"SSE frame {raw!r}: data is not a JSON object"
-
-
-def _peer_closed(sock: socket.socket) -> bool:
-    """Whether the client has closed its end (checked before forwarding each chunk)."""
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
-    except OSError:
-        return True
-
-
-def _handler_for(proxy: RecordingProxy) -> type[BaseHTTPRequestHandler]:
-    class Handler(_ProxyHandler):
-        recorder = proxy
-
-    return Handler
-
-
-class _ProxyHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # small SSE writes leave at once, not after the peer's delayed ACK
-    recorder: RecordingProxy
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: the cassette is the record
-        pass
-
-    def handle(self) -> None:
-        with contextlib.suppress(*CLIENT_GONE):  # a client dropping a kept-alive connection is normal
-            super().handle()
-
-    def do_GET(self) -> None:
-        self._proxy()
-
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
-
-    def _proxy(self) -> None:
-        arrived = time.monotonic()
-        url = urlsplit(self.path)
-        body = read_body(self)
-        request: dict[str, Any] = {"method": self.command, "path": unquote(url.path)}
-        if query := canonical_query(url.query):
-            request["query"] = query
-        request.update(request_body(self.headers.get("content-type", ""), body))
-        n = self.recorder._open(request, self.headers, arrived)
-
-        headers = [(k, v) for k, v in self.headers.items() if k.lower() not in NOT_FORWARDED]
-        headers.append(("Accept-Encoding", "identity"))
-        outgoing = httpx2.Request(self.command, self.recorder.upstream + self.path, headers=headers, content=body)
-        try:
-            upstream = self.recorder._http.send(outgoing, stream=True)
-        except httpx2.HTTPError as err:
-            self.recorder._fail(n)
-            return self._bad_gateway(f"{type(err).__name__}: {err}")
-        try:
-            if is_sse(request["path"], upstream):
-                self._relay_sse(n, request, arrived, upstream)
-            else:
-                self._relay_plain(n, request, upstream)
-        except CLIENT_GONE:
-            self.close_connection = True
-        finally:
-            upstream.close()
-            self.recorder._http.cookies.clear()  # cookies pass through as headers, never via the client's jar
-
-    def _relay_plain(self, n: int, request: dict[str, Any], upstream: httpx2.Response) -> None:
-        try:
-            data = upstream.read()  # decoded, should the upstream compress despite "identity"
-        except httpx2.HTTPError as err:
-            self.recorder._fail(n)
-            return self._bad_gateway(f"{type(err).__name__} while reading the response: {err}")
-        response = {"status": upstream.status_code, "headers": stored_headers(upstream.headers)}
-        response.update(response_body(upstream.headers.get("content-type", ""), data))
-        self.recorder._answer(n, request, response, time.monotonic())
-        self.send_response_only(upstream.status_code, upstream.reason_phrase or None)
-        self._copy_headers(upstream)
-        if self.command == "HEAD":
-            if "content-length" in upstream.headers:
-                self.send_header("Content-Length", upstream.headers["content-length"])
-            data = b""
-        elif upstream.status_code not in NO_BODY_STATUSES:
-            self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _relay_sse(self, n: int, request: dict[str, Any], arrived: float, upstream: httpx2.Response) -> None:
-        response = {"status": upstream.status_code, "headers": stored_headers(upstream.headers)}
-        stream = self.recorder._open_stream(n, request, response, arrived)
-        # Status and headers at once: the SDK's stream() returns only when they arrive.
-        self.send_response_only(upstream.status_code, upstream.reason_phrase or None)
-        self._copy_headers(upstream)
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        self.wfile.flush()
-        parser = SSEParser()
-        try:
-            for chunk in upstream.iter_bytes():
-                if not chunk:
-                    continue
-                frames, now = parser.feed(chunk), time.monotonic()
-                if _peer_closed(self.connection):  # the client left: what follows it never saw
-                    self.close_connection = True
-                    return
-                entries = []
-                for frame in frames:
-                    entry, warning = frame_entry(frame)
-                    entries.append(entry)
-                    if warning:
-                        self.recorder._warn(f"exchange {n}: {warning}")
-                self.recorder._add_events(stream, entries, now)  # recorded before the client sees it
-                self._write_chunk(chunk)
-        except httpx2.HTTPError as err:  # the upstream broke off: end the client's stream the same way
-            self.recorder._warn(f"exchange {n}: the upstream stream ended with {type(err).__name__}: {err}")
-            self.close_connection = True
-            return
-        if pending := parser.pending():
-            self.recorder._warn(f"exchange {n}: the stream ended inside a frame, not stored: {pending!r}")
-        self._write_chunk(b"")
-
-    def _copy_headers(self, upstream: httpx2.Response) -> None:
-        for name, value in upstream.headers.multi_items():
-            if name.lower() not in NOT_RETURNED:
-                self.send_header(name, value)
-
-    def _write_chunk(self, data: bytes) -> None:
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()
-
-    def _bad_gateway(self, detail: str) -> None:
-        """The upstream gave no answer: tell the client plainly; nothing is recorded."""
-        message = f"Recording proxy: no answer from {self.recorder.upstream} for {self.command} {self.path}: {detail}"
-        data = json.dumps({"type": "error", "error": {"type": "api_error", "message": message}}).encode()
-        self.send_response(502)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("x-should-retry", "false")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -10,29 +10,102 @@ what lets "open the stream, then send" and "send, then open the stream" both rep
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .cassette import Cassette, canonical_query, request_body
+from .loopback import CLIENT_GONE, LoopbackHandler, LoopbackServer
 from .matching import closest, request_key
+from .sse import sse_frame
 
 # Response headers that describe the stored body, not the replayed one.
 HOP_HEADERS = {"content-length", "transfer-encoding", "content-encoding", "connection"}
-CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 
 def speed_from_env(default: float = 0.0) -> float:
     return float(os.environ.get("REPLAY_SPEED") or default)
 
 
-class ReplayServer:
+class _ReplayHandler(LoopbackHandler):
+    owner: ReplayServer
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    do_POST = do_DELETE = do_GET
+
+    def _serve(self) -> None:
+        url = urlsplit(self.path)
+        body = self.read_body()
+        key = {"method": self.command, "path": unquote(url.path), "query": canonical_query(url.query)}
+        key.update(request_body(self.headers.get("content-type", ""), body))
+        n, reason = self.owner.match(key)
+        entry = {"method": self.command, "path": key["path"], "query": key["query"], "exchange": n}
+        self.owner.log.append(entry)
+        if n is None:
+            entry["status"] = 400
+            return self._send_error(reason)
+        response = self.owner.cassette.exchanges[n - 1]["response"]
+        entry["status"] = response["status"]
+        try:
+            if "sse" in response:
+                self._send_sse(response)
+            else:
+                self._send_plain(response)
+        except CLIENT_GONE:
+            self.close_connection = True  # a client leaving mid-stream is normal
+        finally:
+            self.owner.mark_answered(n)
+
+    def _send_error(self, message: str) -> None:
+        body = {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+        self._send_plain({"status": 400, "headers": {"x-should-retry": "false"}, "json": body})
+
+    def _send_plain(self, response: dict[str, Any]) -> None:
+        if "json" in response:
+            data, ctype = json.dumps(response["json"]).encode(), "application/json"
+        elif "text" in response:
+            data, ctype = response["text"].encode(), "text/plain; charset=utf-8"
+        elif "body_b64" in response:
+            data, ctype = base64.b64decode(response["body_b64"]), "application/octet-stream"
+        else:
+            data, ctype = b"", "application/json"
+        self.send_response(response["status"])
+        self._send_headers(response, ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _send_sse(self, response: dict[str, Any]) -> None:
+        self.send_response(response["status"])
+        self._send_headers(response, "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.flush()  # headers at once: the SDK's stream() returns only when they arrive
+        for event in response["sse"]:
+            if "after" in event and not self.owner.wait_for_answer(event["after"]):
+                return
+            if not self.owner.pause(event["delay_ms"]):
+                return
+            self.write_chunk(sse_frame(event))
+        self.write_chunk(b"")
+
+    def _send_headers(self, response: dict[str, Any], default_type: str) -> None:
+        headers = {k.lower(): v for k, v in response.get("headers", {}).items() if k.lower() not in HOP_HEADERS}
+        headers.setdefault("content-type", default_type)
+        for name, value in headers.items():
+            self.send_header(name, value)
+
+
+class ReplayServer(LoopbackServer):
     """`with ReplayServer(cassette) as fake:` serves at `fake.base_url` until the block ends."""
+
+    handler = _ReplayHandler
 
     def __init__(self, cassette: Cassette | str | Path, port: int = 0, speed: float = 0.0):
         self.cassette = cassette if isinstance(cassette, Cassette) else Cassette.load(cassette)
@@ -42,35 +115,13 @@ class ReplayServer:
         self._answered: set[int] = set()
         self._lock = threading.Condition()
         self._stopping = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def base_url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> ReplayServer:
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="replay-server", daemon=True
-        )
-        self._thread.start()
-        return self
+        super().__init__(port)
 
     def stop(self) -> None:
-        self._stopping.set()
+        self._stopping.set()  # streams waiting on a hold or a delay give up
         with self._lock:
             self._lock.notify_all()
-        if self._thread is not None:  # shutdown() waits for a serve loop, so only when one runs
-            self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> ReplayServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().stop()
 
     def unplayed(self) -> list[int]:
         """Exchange numbers (from 1) that no request used."""
@@ -131,118 +182,3 @@ class ReplayServer:
         if self.speed > 0 and delay_ms > 0:
             return not self._stopping.wait(delay_ms / 1000 / self.speed)
         return not self._stopping.is_set()
-
-
-def _handler_for(server: ReplayServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(_ReplayHandler):
-        replay = server
-
-    return Handler
-
-
-class _ReplayHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out at once, not after the client's delayed ACK
-    replay: ReplayServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: the log list is the record
-        pass
-
-    def handle(self) -> None:
-        with contextlib.suppress(*CLIENT_GONE):  # a client resetting a kept-alive connection is normal
-            super().handle()
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
-        url = urlsplit(self.path)
-        body = read_body(self)
-        key = {"method": self.command, "path": unquote(url.path), "query": canonical_query(url.query)}
-        key.update(request_body(self.headers.get("content-type", ""), body))
-        n, reason = self.replay.match(key)
-        entry = {"method": self.command, "path": key["path"], "query": key["query"], "exchange": n}
-        self.replay.log.append(entry)
-        if n is None:
-            entry["status"] = 400
-            return self._send_error(reason)
-        response = self.replay.cassette.exchanges[n - 1]["response"]
-        entry["status"] = response["status"]
-        try:
-            if "sse" in response:
-                self._send_sse(response)
-            else:
-                self._send_plain(response)
-        except CLIENT_GONE:
-            self.close_connection = True  # a client leaving mid-stream is normal
-        finally:
-            self.replay.mark_answered(n)
-
-    def _send_error(self, message: str) -> None:
-        body = {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
-        self._send_plain({"status": 400, "headers": {"x-should-retry": "false"}, "json": body})
-
-    def _send_plain(self, response: dict[str, Any]) -> None:
-        if "json" in response:
-            data, ctype = json.dumps(response["json"]).encode(), "application/json"
-        elif "text" in response:
-            data, ctype = response["text"].encode(), "text/plain; charset=utf-8"
-        elif "body_b64" in response:
-            data, ctype = base64.b64decode(response["body_b64"]), "application/octet-stream"
-        else:
-            data, ctype = b"", "application/json"
-        self.send_response(response["status"])
-        self._send_headers(response, ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _send_sse(self, response: dict[str, Any]) -> None:
-        self.send_response(response["status"])
-        self._send_headers(response, "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        self.wfile.flush()  # headers at once: the SDK's stream() returns only when they arrive
-        for event in response["sse"]:
-            if "after" in event and not self.replay.wait_for_answer(event["after"]):
-                return
-            if not self.replay.pause(event["delay_ms"]):
-                return
-            self._write_chunk(sse_frame(event))
-        self._write_chunk(b"")
-
-    def _send_headers(self, response: dict[str, Any], default_type: str) -> None:
-        headers = {k.lower(): v for k, v in response.get("headers", {}).items() if k.lower() not in HOP_HEADERS}
-        headers.setdefault("content-type", default_type)
-        for name, value in headers.items():
-            self.send_header(name, value)
-
-    def _write_chunk(self, data: bytes) -> None:
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()
-
-
-def sse_frame(event: dict[str, Any]) -> bytes:
-    """One event on the wire: `event:` + `data:` lines and the blank line that ends it."""
-    if "comment" in event:  # one `:` line per line, so a comment can never inject a field
-        return "".join(f": {line}\n" for line in event["comment"].split("\n")).encode() + b"\n"
-    return f"event: {event['event']}\ndata: {json.dumps(event['data'], ensure_ascii=False)}\n\n".encode()
-
-
-def read_body(handler: BaseHTTPRequestHandler) -> bytes:
-    """The request body, whether sized by Content-Length or sent chunked."""
-    if handler.headers.get("transfer-encoding", "").lower() == "chunked":
-        chunks = []
-        while size := int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16):
-            chunks.append(handler.rfile.read(size))
-            handler.rfile.readline()
-        handler.rfile.readline()
-        return b"".join(chunks)
-    return handler.rfile.read(int(handler.headers.get("content-length") or 0))
