@@ -112,8 +112,8 @@ BAD_CASSETTES = {
     ),
     "after out of range": (_lines(HEADER, SEND, _stream(sse(IDLE, after=7))), 3, ["after=7"]),
     "after zero": (_lines(HEADER, SEND, _stream(sse(IDLE, after=0))), 3, ["after=0"]),
-    "query values not lists": (
-        _lines(HEADER, exchange("GET", "/v1/files", {"json": {}}, query={"scope_id": "sesn_1"})),
+    "query values neither text nor lists": (
+        _lines(HEADER, exchange("GET", "/v1/files", {"json": {}}, query={"scope_id": 5})),
         2,
         ["query"],
     ),

@@ -495,3 +495,11 @@ def test_heartbeat_comments_are_ignored_by_the_sdk():
         client.beta.sessions.events.stream(SESSION_ID) as stream,
     ):
         assert [ev.type for ev in stream] == ["agent.thinking", "session.status_idle"]
+
+
+def test_a_single_query_value_may_be_stored_bare():
+    files = {"json": {"data": [], "next_page": None}}
+    cassette = make_cassette([exchange("GET", "/v1/files", files, query={"scope_id": SESSION_ID})])
+    with ReplayServer(cassette) as fake, make_client(fake) as client:
+        assert list(client.beta.files.list(scope_id=SESSION_ID, betas=[BETA])) == []
+    assert fake.unplayed() == [] and fake.unmatched() == []

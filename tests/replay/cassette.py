@@ -148,8 +148,8 @@ def _check_exchange(ex: Any, index: int, all_exchanges: list, source: str | Path
     if not isinstance(request.get("method"), str) or not str(request.get("path", "")).startswith("/"):
         fail("request needs a method and a path starting with /")
     query = request.get("query", {})
-    if not isinstance(query, dict) or not all(isinstance(v, list) for v in query.values()):
-        fail("request query must map each key to a list of values")
+    if not isinstance(query, dict) or not all(isinstance(v, list | str) for v in query.values()):
+        fail("request query must map each key to a value or a list of values")
     if sum(k in request for k in ("json", "multipart", "text")) > 1:
         fail("request has more than one body")
     if not isinstance(response.get("status"), int):

@@ -14,7 +14,9 @@ BODY_KEYS = ("json", "multipart", "text")
 
 def request_key(request: dict[str, Any]) -> dict[str, Any]:
     """The parts of a stored or incoming request that matching compares."""
-    key = {"method": request["method"], "path": request["path"], "query": request.get("query", {})}
+    # A single query value may be stored bare or as a one-item list; both mean the same request.
+    query = {k: v if isinstance(v, list) else [v] for k, v in request.get("query", {}).items()}
+    key = {"method": request["method"], "path": request["path"], "query": query}
     for name in BODY_KEYS:
         if name in request:
             key[name] = request[name]
