@@ -14,9 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,53 +24,14 @@ from . import ROOT
 from .cassette import Cassette, new_header
 from .sandbox import Sandbox
 from .scenarios import Scenario
+from .turn import AgentTurn, Clock, Ids
 
-BETA_FILES = ["managed-agents-2026-04-01"]
 TOOL_NAMES = ["bash", "edit", "read", "write", "glob", "grep", "web_fetch", "web_search"]
-B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 def generate(script_path: Path, fixtures: Path, scenario: Scenario | None = None) -> Cassette:
     script = json.loads(Path(script_path).read_text(encoding="utf-8"))
     return Session(script, fixtures, scenario or Scenario("happy", "")).cassette(script_path)
-
-
-class Ids:
-    """Deterministic ids that look like the API's (`sevt_011C...`)."""
-
-    def __init__(self, seed: str):
-        self.seed, self.count = seed, 0
-
-    def __call__(self, prefix: str) -> str:
-        self.count += 1
-        digest = int.from_bytes(hashlib.sha256(f"{self.seed}/{prefix}/{self.count}".encode()).digest())
-        tail = "".join(B62[(digest >> (6 * i)) % 62] for i in range(22))
-        return f"{prefix}_011C{tail}"
-
-
-@dataclass
-class Clock:
-    now: datetime
-    rng: random.Random
-
-    def tick(self, low_ms: int, high_ms: int | None = None) -> int:
-        """Advance by a delay drawn from [low, high] ms and return it."""
-        delay = low_ms if high_ms is None else self.rng.randint(low_ms, high_ms)
-        self.now += timedelta(milliseconds=delay)
-        return delay
-
-    def stamp(self) -> str:
-        return self.now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{self.now.microsecond // 1000:03d}Z"
-
-
-@dataclass
-class Turn:
-    """What the agent's turn produced: the stream as sent, the persisted history, the ending."""
-
-    stream: list[dict[str, Any]] = field(default_factory=list)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    status: str = "idle"  # what sessions.retrieve says afterwards
-    ended: bool = True  # does the stream carry the end of the turn?
 
 
 class Session:
@@ -134,7 +93,8 @@ class Session:
             response={"data": [{**user_event, "id": user_event_id, "processed_at": None}]},
         )
         with Sandbox(uploads) as box:
-            turn = self._turn(box, {**user_event, "id": user_event_id})
+            agent_turn = AgentTurn(self.ids, self.clock, self.scenario, box, self.script["system"])
+            turn = agent_turn.run(self.script["turn"], {**user_event, "id": user_event_id})
             outputs = box.outputs()
         turn.stream[0]["after"] = send
         self.exchanges[stream_slot - 1]["response"]["sse"] = turn.stream
@@ -167,7 +127,7 @@ class Session:
             self._add("GET", f"/v1/sessions/{created['session']['id']}", response=created["session"])
         for kind in ("session", "environment", "agent"):
             if kind in created:
-                self.clock.tick(150, 400)
+                self.clock.tick((150, 400))
                 body = {**created[kind], "archived_at": self.clock.stamp(), "updated_at": self.clock.stamp()}
                 self._add("POST", f"/v1/{kind}s/{body['id']}/archive", response=body)
 
@@ -186,7 +146,7 @@ class Session:
         ctype: str = "application/json",
     ) -> int:
         """Append one exchange; returns its number (from 1), as `after` counts."""
-        self.clock.tick(120, 380)
+        self.clock.tick((120, 380))
         request: dict[str, Any] = {"method": method, "path": path}
         if query:
             request["query"] = query
@@ -308,156 +268,6 @@ class Session:
             "updated_at": stamp,
             "archived_at": None,
         }
-
-    # -- the agent's turn (API_WIRE.md §2.4) ------------------------------------------------
-
-    def _turn(self, box: Sandbox, user_event: dict[str, Any]) -> Turn:
-        turn, sc = Turn(), self.scenario
-        usage = {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0}
-        context = [len(self.script["system"]) + len(json.dumps(user_event))]
-
-        def emit(delay: int | tuple[int, int], data: dict[str, Any], persisted: bool = True) -> dict[str, Any]:
-            gap = self.clock.tick(*delay) if isinstance(delay, tuple) else self.clock.tick(delay)
-            if persisted:
-                data = {"id": data.pop("id", None) or self.ids("sevt"), **data, "processed_at": self.clock.stamp()}
-                turn.history.append(data)
-            turn.stream.append({"delay_ms": gap, "event": data["type"], "data": data})
-            return data
-
-        def model_request(say: str | None, tool: dict | None, failed: bool = False, ask: bool = False) -> dict | None:
-            start = emit((60, 160), {"type": "span.model_request_start"})
-            tool_use = None
-            if say:
-                self._say(emit, say)
-            if tool:
-                permission = {"evaluated_permission": "allow", "evaluation": {"type": "always_allow"}}
-                if ask:  # a tool that waits for the user's confirmation
-                    permission = {"evaluated_permission": "ask", "evaluation": {"type": "always_ask"}}
-                tool_use = emit(
-                    (400, 900) if say else (2000, 3500),
-                    {"type": "agent.tool_use", "name": tool["name"], "input": tool["input"], **permission},
-                )
-            out = 0 if failed else 12 + (len(say or "") + len(json.dumps(tool or {}))) // 4
-            inp = 0 if failed else sum(context) // 4 + 2200
-            usage["input_tokens"] += inp
-            usage["output_tokens"] += out
-            model_usage = {
-                "input_tokens": inp,
-                "output_tokens": out,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-            }
-            emit(
-                (15, 40),
-                {
-                    "type": "span.model_request_end",
-                    "model_request_start_id": start["id"],
-                    "is_error": failed,
-                    "model_usage": model_usage,
-                },
-            )
-            context.append(out * 4)
-            return tool_use
-
-        def session_error(error_type: str, message: str, retry: str) -> None:
-            retry_status = {"type": retry}
-            emit(
-                (300, 900),
-                {
-                    "type": "session.error",
-                    "error": {"type": error_type, "message": message, "retry_status": retry_status},
-                },
-            )
-
-        def go_idle(stop_reason: dict, **extra: Any) -> None:
-            emit((60, 120), {"type": "session.usage", "usage": dict(usage)})
-            emit((10, 30), {"type": "session.status_idle", "stop_reason": stop_reason, **extra})
-
-        emit(40, dict(user_event))
-        emit((80, 200), {"type": "session.status_running"})
-        steps = self.script["turn"]
-        steps = steps[: sc.extra_at] + sc.extra_steps + steps[sc.extra_at :] if sc.extra_steps else steps
-        for step_no, step in enumerate(steps):
-            if step_no == sc.at and self._end_early(sc, step, model_request, session_error, go_idle, emit, turn):
-                break
-            if step_no == sc.at and sc.unknown_event:
-                emit((100, 200), dict(sc.unknown_event))
-            if step_no == sc.at and sc.ending == "error_retrying":
-                model_request(None, None, failed=True)
-                session_error("model_overloaded_error", "The model is overloaded; retrying.", "retrying")
-            tool_use = model_request(step.get("say"), step.get("tool"))
-            if tool_use is None:
-                go_idle({"type": "end_turn"})
-                break
-            text, is_error = box.run(tool_use["name"], tool_use["input"])
-            context.append(len(text))
-            slow = tool_use["name"] == "bash"
-            emit(
-                (900, 2200) if slow else (60, 180),
-                {
-                    "type": "agent.tool_result",
-                    "tool_use_id": tool_use["id"],
-                    "content": [{"type": "text", "text": text}],
-                    "is_error": is_error,
-                },
-            )
-            if step_no == sc.at and sc.ending == "budget_reached":
-                go_idle({"type": "budget_reached"})
-                break
-        if sc.stream_cut:
-            self._cut(turn, sc)
-        return turn
-
-    def _end_early(self, sc, step, model_request, session_error, go_idle, emit, turn) -> bool:
-        """Scenario endings that stop the turn before this step's work; True if the turn ended."""
-        if sc.ending == "retries_exhausted":
-            for retry in ("retrying", "retrying", "exhausted"):
-                model_request(None, None, failed=True)
-                session_error("model_overloaded_error", "The model is overloaded.", retry)
-            go_idle({"type": "retries_exhausted"})
-        elif sc.ending == "requires_action":
-            tool_use = model_request(step.get("say"), step.get("tool"), ask=True)
-            go_idle({"type": "requires_action", "event_ids": [tool_use["id"]]})
-        elif sc.ending == "refusal":
-            model_request(None, None)
-            details = {"type": "refusal", "category": None, "explanation": "The request was declined by the model."}
-            go_idle({"type": "refusal"}, stop_details=details)
-        elif sc.ending == "terminated":
-            session_error("unknown_error", "The session's container stopped unexpectedly.", "terminal")
-            emit((40, 90), {"type": "session.status_terminated"})
-            turn.status = "terminated"
-        else:
-            return False
-        return True
-
-    def _say(self, emit, text: str) -> None:
-        """An agent.message, previewed as event_start + event_delta fragments first."""
-        message_id = self.ids("sevt")
-        emit(
-            (2200, 4200), {"type": "event_start", "event": {"type": "agent.message", "id": message_id}}, persisted=False
-        )
-        words = re.findall(r"\S+\s*|\s+", text)
-        while words:
-            size = self.clock.rng.randint(2, 5)
-            fragment, words = "".join(words[:size]), words[size:]
-            delta = {"type": "content_delta", "index": 0, "content": {"type": "text", "text": fragment}}
-            emit((35, 80), {"type": "event_delta", "event_id": message_id, "delta": delta}, persisted=False)
-        emit((20, 50), {"id": message_id, "type": "agent.message", "content": [{"type": "text", "text": text}]})
-
-    def _cut(self, turn: Turn, sc: Scenario) -> None:
-        """The stream breaks part-way; the history (what events.list returns) stays whole."""
-        at = len(turn.stream) * sc.stream_cut[1] // 100
-        kind = sc.stream_cut[0]
-        turn.ended = False
-        if kind == "stall":
-            for event in turn.stream:
-                event["delay_ms"] = 0
-            turn.stream[at]["delay_ms"] = 600_000
-        else:
-            del turn.stream[at:]
-        if kind == "error_frame":
-            error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
-            turn.stream.append({"delay_ms": 40, "event": "error", "data": error})
 
 
 def _shown(path: Path) -> str:
