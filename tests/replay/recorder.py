@@ -1,44 +1,25 @@
 """The recording proxy: forwards the real SDK to the live API and writes what it saw as a cassette.
 
 `with RecordingProxy() as proxy:` listens on 127.0.0.1 at `proxy.base_url`, forwards every
-request to the upstream with the caller's own credentials, and passes SSE through to the
-client unbuffered while timing each event. `proxy.save(path)` writes the cassette
-(DESIGN.md §3, §5) with provenance `recorded`.
+request upstream with the caller's own credentials, passes SSE through unbuffered while
+timing each event, and `proxy.save(path)` writes a cassette with provenance `recorded`.
 
-Decisions worth knowing:
-- Upstream HTTP goes through `httpx2`, the client the anthropic SDK itself depends on (2.10.0
-  requires it; plain `httpx` is only here because jupyterlab wants it). So the proxy is always
-  installed wherever the SDK is, and talks to the API with the same TLS defaults and
-  HTTP(S)_PROXY handling as the SDK's own client; `iter_bytes()` hands over each network read as it arrives, which is
-  what unbuffered SSE needs. One client, shared by the handler threads the way the SDK
-  shares its own, pools the upstream connections.
-- Nothing from the request headers is stored. Response headers are kept only from an
-  allowlist. The credentials a request carried (Authorization, x-api-key, cookies, ...) are
-  remembered in memory only, so that any echo of them in a body is replaced by `[REDACTED]`
-  before the cassette is written; JSON fields named like credentials are redacted too.
-- `after: N` links: an SSE event on a `.../events/stream` connection is linked to the most
-  recent `POST .../events` of the same session that reached the proxy before the event did
-  and had not been answered before the stream was opened; only the first event per send
-  carries the link (later ones are held behind it on replay anyway). Counting a send from
-  the moment its request reaches the proxy, not from its answer, is deliberate: the live
-  API may push the first events of a turn (the user.message echo, status_running) before
-  the POST's response is back, and with the replay server upstream the answer and the
-  released event race between the proxy's threads. A send already in flight cannot depend
-  on an event that did not exist yet, so holding that event behind it on replay is safe.
-- `delay_ms` is the gap since the previous event on the connection (for the first, since
-  the response headers); for an event carrying `after`, since that send was answered if
-  later, because replay starts the pause only once the send has been answered.
-- SSE frames: a frame with an `event:` line and a JSON-object `data` is stored as an event
-  (`event: ping` included: it replays as the same frame, which the SDK skips). Frames the SDK
-  skips without a word (no `event:` line, `ping` without JSON data, empty data, comments
-  only) become heartbeats `{"comment": ...}`: replayed as `:` comments they are skipped the
-  same way and keep their timing. A named frame whose data is not a JSON object made the
-  live SDK raise; the cassette contract has no way to replay it, so it is kept visibly as a
-  heartbeat `"unreplayable frame: ..."` and a warning is added to `proxy.warnings`.
-  `id:` and `retry:` lines are ignored by the SDK and not stored; an unterminated last
-  frame is lost by the SDK and is not stored either.
-- Exchanges are numbered in order of request arrival. A request the upstream never answered
-  (connection failure) gets a 502 from the proxy and is left out; numbers are closed up.
+- Upstream HTTP uses `httpx2`, the client the SDK itself depends on: same TLS and proxy
+  handling, and `iter_bytes()` hands over each network read as it arrives.
+- Credentials are never stored: request headers are not kept at all, response headers only
+  from an allowlist, and any echo of a credential the request carried (or a JSON field named
+  like one) is replaced by `[REDACTED]`.
+- `after: N` links an event to the most recent send (`POST .../events` of the same session)
+  that reached the proxy before the event did and was still unanswered when the stream
+  opened. Counting from the send's arrival, not its answer, is deliberate: the API may push
+  a turn's first events before the POST's response is back. Only the first event per send
+  carries the link; replay holds the rest behind it.
+- `delay_ms` is the gap since the previous event (or the response headers), counted from the
+  send's answer for an event that carries `after`, as replay starts the pause only then.
+- Frames the SDK skips without a word (no `event:` line, `ping`, empty data) are kept as
+  heartbeat comments with their timing; a named frame whose data is not a JSON object
+  cannot be replayed and is kept as a visible comment plus a warning.
+- A request the upstream never answered gets a 502 and is left out; numbers are closed up.
 """
 
 from __future__ import annotations
