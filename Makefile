@@ -3,6 +3,7 @@ PY      := .venv/bin/python
 NB      := iterate_failing_tests.ipynb
 STAMP   := .venv/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
 CASSETTE := fixtures/recordings/iterate_failing_tests.jsonl
+LAB_ARGS ?=  # e.g. --allow-root, --no-browser, --port=8899
 
 .PHONY: run lab test record notebook cassettes lint bench clean
 
@@ -17,8 +18,8 @@ run: $(STAMP)
 
 ## lab: JupyterLab on the notebook (without a key: the recorded session at its recorded pace)
 lab: $(STAMP)
-	@if [ -n "$$ANTHROPIC_API_KEY" ]; then .venv/bin/jupyter lab $(NB); \
-	else REPLAY_SPEED=$${REPLAY_SPEED:-1} $(PY) -m tests.replay run -- .venv/bin/jupyter lab $(NB); fi
+	@if [ -n "$$ANTHROPIC_API_KEY" ]; then .venv/bin/jupyter lab $(LAB_ARGS) $(NB); \
+	else REPLAY_SPEED=$${REPLAY_SPEED:-1} $(PY) -m tests.replay run -- .venv/bin/jupyter lab $(LAB_ARGS) $(NB); fi
 
 ## test: unit tests, scenario runs and nbval on the notebook, all against the loopback fake
 test: $(STAMP)
