@@ -38,6 +38,7 @@ from tests.replay_fixtures import (
     TEST_FILE_ID,
     TITLE,
     TOOLSET_REQUEST,
+    TS_ARCHIVED,
     TURN1_TEXT,
     TURN2_TEXT,
     TURN_ENDS,
@@ -45,6 +46,7 @@ from tests.replay_fixtures import (
     check_cassette_events,
     event,
     exchange,
+    file_body,
     make_cassette,
     make_client,
     notebook_flow_cassette,
@@ -55,6 +57,7 @@ from tests.replay_fixtures import (
     stream_exchange,
     turn_events,
     upload_exchange,
+    upload_part,
 )
 
 RETRIEVE = exchange("GET", f"/v1/sessions/{SESSION_ID}", {"json": session_body()})
@@ -502,4 +505,19 @@ def test_a_single_query_value_may_be_stored_bare():
     cassette = make_cassette([exchange("GET", "/v1/files", files, query={"scope_id": SESSION_ID})])
     with ReplayServer(cassette) as fake, make_client(fake) as client:
         assert list(client.beta.files.list(scope_id=SESSION_ID, betas=[BETA])) == []
+    assert fake.unplayed() == [] and fake.unmatched() == []
+
+
+def test_equivalent_spellings_from_other_recorders_still_match():
+    """An archive stored with `"json": null` and an upload part with an extra key both match."""
+    part = {**upload_part("calc.py", CALC_PY), "size_bytes": len(CALC_PY)}
+    cassette = make_cassette(
+        [
+            exchange("POST", "/v1/files", {"json": file_body(FILE_ID, "calc.py", CALC_PY)}, body={"multipart": [part]}),
+            exchange("POST", f"/v1/agents/{AGENT_ID}/archive", {"json": agent_body(TS_ARCHIVED)}, body={"json": None}),
+        ]
+    )
+    with ReplayServer(cassette) as fake, make_client(fake) as client:
+        client.beta.files.upload(file=("calc.py", CALC_PY, "text/x-python"))
+        client.beta.agents.archive(AGENT_ID)
     assert fake.unplayed() == [] and fake.unmatched() == []

@@ -10,16 +10,23 @@ from difflib import SequenceMatcher
 from typing import Any
 
 BODY_KEYS = ("json", "multipart", "text")
+PART_KEYS = ("name", "filename", "content_type", "sha256", "value")
 
 
 def request_key(request: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a stored or incoming request that matching compares."""
-    # A single query value may be stored bare or as a one-item list; both mean the same request.
-    query = {k: v if isinstance(v, list) else [v] for k, v in request.get("query", {}).items()}
-    key = {"method": request["method"], "path": request["path"], "query": query}
+    """The parts of a stored or incoming request that matching compares.
+
+    Equivalent spellings compare equal, so a cassette written by another tool still matches:
+    a single query value bare or in a list, an empty body absent, `null` or `{}`, and
+    multipart parts with extra keys beside the ones that identify them.
+    """
+    query = {k: v if isinstance(v, list) else [v] for k, v in (request.get("query") or {}).items()}
+    key = {"method": request["method"].upper(), "path": request["path"], "query": query}
     for name in BODY_KEYS:
-        if name in request:
+        if request.get(name) not in (None, {}, ""):
             key[name] = request[name]
+    if "multipart" in key:
+        key["multipart"] = [{k: part[k] for k in PART_KEYS if k in part} for part in key["multipart"]]
     return key
 
 

@@ -41,8 +41,8 @@ class _ReplayHandler(LoopbackHandler):
     def _serve(self) -> None:
         url = urlsplit(self.path)
         body = self.read_body()
-        key = {"method": self.command, "path": unquote(url.path), "query": canonical_query(url.query)}
-        key.update(request_body(self.headers.get("content-type", ""), body))
+        request = {"method": self.command, "path": unquote(url.path), "query": canonical_query(url.query)}
+        key = request_key(request | request_body(self.headers.get("content-type", ""), body))
         n, reason = self.owner.match(key)
         entry = {"method": self.command, "path": key["path"], "query": key["query"], "exchange": n}
         self.owner.log.append(entry)
