@@ -81,7 +81,11 @@ def test_scenario(name):
             f"{name}: {kind} {resource_id} was created but never archived"
         )
 
-    assert "<script" not in html.lower() and not re.search(r"<[^>]*onerror", html, re.I)
+    # Agent text is escaped in both renderings: no tag can form, not even in a viewer that
+    # renders text/plain as HTML, and no event-handler attribute survives in the HTML.
+    for rendering in (html, text):
+        assert not re.search(r"<\s*(script|img)", rendering, re.I), f"{name}: markup from the agent got through"
+    assert "onerror=" not in html.lower()
     assert len(json.dumps(nb)) < NOTEBOOK_BOUND_BYTES
 
 
