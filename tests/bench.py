@@ -18,13 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-import anthropic
-import httpx2
 import nbformat
 from anthropic._models import construct_type
 from anthropic.types.beta.sessions import BetaManagedAgentsStreamSessionEvents
 
-from tests.notebook_runner import NOTEBOOK
+from tests.notebook_runner import NOTEBOOK, live_view_cell
 from tests.replay import ROOT, SHIPPED_CASSETTE
 from tests.replay.cassette import Cassette
 
@@ -71,14 +69,9 @@ def _renamed(value, suffix: str):
 
 
 def view_seconds(events: list) -> float:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    source = next(c.source for c in nb.cells if "live-view" in c.metadata.get("tags", []))
     runs = []
     for _ in range(REPEATS):
-        namespace = {"re": __import__("re"), "anthropic": anthropic, "httpx2": httpx2, "STREAM_TIMEOUT": 120.0}
-        exec(compile(source, "live-view cell", "exec"), namespace)
-        namespace["display"] = lambda *a, **k: None
-        view = namespace["LiveView"]()
+        view = live_view_cell()["LiveView"]()
         gc.collect()  # start each run from the same heap: a previous run's garbage is not this run's cost
         started = time.perf_counter()
         for ev in events:

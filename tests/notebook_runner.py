@@ -68,6 +68,25 @@ def execute_like_a_reader(
     return nb, fake, failed
 
 
+def live_view_cell(displayed: list | None = None) -> dict:
+    """The notebook's `live-view` cell executed on its own, exactly as written: its namespace.
+
+    It relies on a few names from earlier cells (the setup imports and STREAM_TIMEOUT), given
+    here; `display` appends to `displayed` instead of reaching a frontend.
+    """
+    import re
+
+    import anthropic
+    import httpx2
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    source = next(c.source for c in nb.cells if "live-view" in c.metadata.get("tags", []))
+    sink = [] if displayed is None else displayed
+    namespace = {"re": re, "anthropic": anthropic, "httpx2": httpx2, "STREAM_TIMEOUT": 2.0, "display": sink.append}
+    exec(compile(source, "live-view cell", "exec"), namespace)
+    return namespace
+
+
 def publishable(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Drop what only a live kernel can use: widget views (their state is not stored) and ids."""
     for cell in nb.cells:
