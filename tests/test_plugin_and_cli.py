@@ -65,3 +65,35 @@ def test_a_malformed_cassette_is_reported_with_file_and_line(tmp_path):
     )
     assert done.returncode == 2
     assert f"{bad}, line 2: not valid JSON" in done.stderr
+
+
+@pytest.mark.slow
+def test_make_record_path_end_to_end(tmp_path):
+    """What `make record` does, with the replay server standing in for the live API: the
+    notebook runs through the recording proxy, and the cassette it writes replays green."""
+    from tests.replay.server import ReplayServer
+
+    out = tmp_path / "recorded.jsonl"
+    with ReplayServer(SHIPPED_CASSETTE) as upstream:
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.replay", "record", "--out", str(out), "--upstream", upstream.base_url, "--"]
+            + [sys.executable, "-m", "tests.notebook_runner", "--out", str(tmp_path / "live.ipynb")],
+            cwd=ROOT,
+            env={**os.environ, "ANTHROPIC_API_KEY": "sk-ant-recording-SECRET"},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert upstream.unplayed() == [] and upstream.unmatched() == []
+    recorded = out.read_text()
+    assert "SECRET" not in recorded and Cassette.parse(recorded).header["provenance"] == "recorded"
+    replay = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", NOTEBOOK.name],
+        cwd=ROOT,
+        env={**os.environ, "REPLAY_CASSETTE": str(out)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert replay.returncode == 0, replay.stdout[-2000:]
