@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import gc
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import nbformat
 from anthropic._models import construct_type
 from anthropic.types.beta.sessions import BetaManagedAgentsStreamSessionEvents
 
-from tests.notebook_runner import NOTEBOOK, live_view_cell
+from tests.notebook_runner import NOTEBOOK, live_view_cell, nbval
 from tests.replay import ROOT, SHIPPED_CASSETTE
 from tests.replay.cassette import Cassette
 
@@ -30,11 +28,10 @@ REPEATS = 3
 
 
 def nbval_seconds(notebook: Path) -> float:
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(notebook)]
     runs = []
     for _ in range(REPEATS):
         started = time.perf_counter()
-        subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+        assert nbval(notebook).returncode == 0, f"nbval failed on {notebook.name}"
         runs.append(time.perf_counter() - started)
     return statistics.median(runs)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -87,6 +88,14 @@ def live_view_cell(displayed: list | None = None) -> dict:
     return namespace
 
 
+def nbval(notebook: Path = NOTEBOOK, cassette: Path | None = None) -> subprocess.CompletedProcess:
+    """`pytest` (strict nbval, the replay plugin) on a notebook in a fresh process, optionally
+    against another cassette; as `make test` runs it."""
+    env = {**os.environ, **({"REPLAY_CASSETTE": str(cassette)} if cassette else {})}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(notebook)]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+
+
 def publishable(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Drop what only a live kernel can use: widget views (their state is not stored) and ids."""
     for cell in nb.cells:
@@ -114,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         cassette = os.environ.get("REPLAY_CASSETTE") or SHIPPED_CASSETTE
         with ReplayServer(cassette, speed=speed_from_env()) as fake:
             nb = execute(replay_env(fake.base_url))
-        if fake.unplayed() or fake.unmatched():
-            print(fake.unplayed_report(), *[f"unmatched: {e}" for e in fake.unmatched()], sep="\n", file=sys.stderr)
+        if problems := fake.problems():
+            print(problems, file=sys.stderr)
             return 1
     out.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(publishable(nb), out)

@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 
 import nbformat
 import pytest
 from nbclient.exceptions import CellExecutionError
 
-from tests.notebook_runner import NOTEBOOK, WIDGET_VIEW, client_for, execute_like_a_reader
-from tests.replay import ROOT, SHIPPED_CASSETTE
+from tests.notebook_runner import NOTEBOOK, WIDGET_VIEW, client_for, execute_like_a_reader, nbval
+from tests.replay import SHIPPED_CASSETTE
 from tests.replay.cassette import Cassette
 
 LOCAL_PATH = re.compile(r"(/tmp/|/home/|/root/|/work/|/Users/|/var/folders/|[A-Z]:\\\\)")
@@ -80,15 +78,7 @@ def changed_cassette(tmp_path, event_type: str, marker: str):
 @pytest.mark.parametrize("event_type", ["agent.message", "agent.tool_result"])
 def test_nbval_fails_when_agent_output_changes(tmp_path, event_type):
     marker = " [changed by the test]"
-    env = {**os.environ, "REPLAY_CASSETTE": str(changed_cassette(tmp_path, event_type, marker))}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", NOTEBOOK.name],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = nbval(cassette=changed_cassette(tmp_path, event_type, marker))
     assert done.returncode != 0, done.stdout[-2000:]
     assert marker in done.stdout, "nbval's report shows the changed text"
 

@@ -9,7 +9,7 @@ import sys
 import anthropic
 import pytest
 
-from tests.notebook_runner import NOTEBOOK
+from tests.notebook_runner import nbval
 from tests.replay import ROOT, SHIPPED_CASSETTE
 from tests.replay.cassette import Cassette
 
@@ -21,14 +21,7 @@ def test_a_notebook_run_that_leaves_an_exchange_unplayed_fails(tmp_path):
         {"request": {"method": "GET", "path": "/v1/agents/agent_never_asked"}, "response": {"status": 200, "json": {}}}
     )
     cassette.save(tmp_path / "extra.jsonl")
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", NOTEBOOK.name],
-        cwd=ROOT,
-        env={**os.environ, "REPLAY_CASSETTE": str(tmp_path / "extra.jsonl")},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = nbval(cassette=tmp_path / "extra.jsonl")
     assert done.returncode != 0
     assert "never played" in done.stdout and "/v1/agents/agent_never_asked" in done.stdout
 
@@ -88,12 +81,5 @@ def test_make_record_path_end_to_end(tmp_path):
     assert upstream.unplayed() == [] and upstream.unmatched() == []
     recorded = out.read_text()
     assert "SECRET" not in recorded and Cassette.parse(recorded).header["provenance"] == "recorded"
-    replay = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", NOTEBOOK.name],
-        cwd=ROOT,
-        env={**os.environ, "REPLAY_CASSETTE": str(out)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    replay = nbval(cassette=out)
     assert replay.returncode == 0, replay.stdout[-2000:]

@@ -69,9 +69,8 @@ def _run(args: argparse.Namespace) -> int:
             code = subprocess.run(command, env={**os.environ, **replay_env(fake.base_url)}).returncode
         except KeyboardInterrupt:
             return 130
-    problems = [f"  unmatched: {e['method']} {e['path']}" for e in fake.unmatched()]
-    if code == 0 and (problems or fake.unplayed()):
-        print("\n".join(filter(None, [fake.unplayed_report(), *problems])), file=sys.stderr)
+    if code == 0 and (problems := fake.problems()):
+        print(problems, file=sys.stderr)
         return 1
     return code
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -34,6 +35,16 @@ class LoopbackHandler(BaseHTTPRequestHandler):
             self.rfile.readline()
             return b"".join(chunks)
         return self.rfile.read(int(self.headers.get("content-length") or 0))
+
+    def send_api_error(self, status: int, error_type: str, message: str) -> None:
+        """An error in the API's shape; `x-should-retry: false` so the SDK reports it at once."""
+        data = json.dumps({"type": "error", "error": {"type": error_type, "message": message}}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("x-should-retry", "false")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def write_chunk(self, data: bytes) -> None:
         """One chunk of a chunked body, flushed: SSE frames must reach the client as they happen."""

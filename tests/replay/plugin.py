@@ -30,12 +30,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     notebook_ran = any(item.path.suffix == ".ipynb" for item in session.items) and fake and fake.log
     if not notebook_ran:
         return
-    problems = [fake.unplayed_report()] + [f"Unmatched request: {e['method']} {e['path']}" for e in fake.unmatched()]
-    problems = [p for p in problems if p]
-    if problems:
+    if problems := fake.problems():
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter:
-            reporter.write_line("\n".join(["", "Replay fake:", *problems]), red=True)
+            reporter.write_line(f"\nReplay fake:\n{problems}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

@@ -290,13 +290,7 @@ class _ProxyHandler(LoopbackHandler):
     def _bad_gateway(self, detail: str) -> None:
         """The upstream gave no answer: tell the client plainly; nothing is recorded."""
         message = f"Recording proxy: no answer from {self.owner.upstream} for {self.command} {self.path}: {detail}"
-        data = json.dumps({"type": "error", "error": {"type": "api_error", "message": message}}).encode()
-        self.send_response(502)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("x-should-retry", "false")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_api_error(502, "api_error", message)
 
 
 class RecordingProxy(LoopbackServer):

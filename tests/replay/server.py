@@ -48,7 +48,7 @@ class _ReplayHandler(LoopbackHandler):
         self.owner.log.append(entry)
         if n is None:
             entry["status"] = 400
-            return self._send_error(reason)
+            return self.send_api_error(400, "invalid_request_error", reason)
         response = self.owner.cassette.exchanges[n - 1]["response"]
         entry["status"] = response["status"]
         try:
@@ -60,10 +60,6 @@ class _ReplayHandler(LoopbackHandler):
             self.close_connection = True  # a client leaving mid-stream is normal
         finally:
             self.owner.mark_answered(n)
-
-    def _send_error(self, message: str) -> None:
-        body = {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
-        self._send_plain({"status": 400, "headers": {"x-should-retry": "false"}, "json": body})
 
     def _send_plain(self, response: dict[str, Any]) -> None:
         if "json" in response:
@@ -136,6 +132,11 @@ class ReplayServer(LoopbackServer):
 
     def unmatched(self) -> list[dict[str, Any]]:
         return [entry for entry in self.log if entry["exchange"] is None]
+
+    def problems(self) -> str:
+        """Everything that went wrong with this replay (never-played and unmatched), or ""."""
+        unmatched = [f"Unmatched request: {e['method']} {e['path']}" for e in self.unmatched()]
+        return "\n".join(filter(None, [self.unplayed_report(), *unmatched]))
 
     # -- used by the handler ------------------------------------------------------------
 
