@@ -37,7 +37,9 @@ def nbval_seconds(notebook: Path) -> float:
 
 
 def floor_notebook(folder: Path) -> Path:
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import anthropic\nimport ipywidgets")])
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("import anthropic\nimport ipywidgets")]
+    )
     nb.metadata.kernelspec = {"display_name": "Python 3", "language": "python", "name": "python3"}
     folder.mkdir(exist_ok=True)
     path = folder / "bench_floor.ipynb"
@@ -47,7 +49,11 @@ def floor_notebook(folder: Path) -> Path:
 
 def synthetic_events(count: int) -> list:
     """`count` events: the shipped turn repeated, with fresh ids so nothing is de-duplicated."""
-    stream = next(ex["response"]["sse"] for ex in Cassette.load(SHIPPED_CASSETTE).exchanges if "sse" in ex["response"])
+    stream = next(
+        ex["response"]["sse"]
+        for ex in Cassette.load(SHIPPED_CASSETTE).exchanges
+        if "sse" in ex["response"]
+    )
     events = []
     while len(events) < count:
         round_ = len(events) // len(stream)

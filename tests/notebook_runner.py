@@ -24,7 +24,9 @@ NOTEBOOK = ROOT / "iterate_failing_tests.ipynb"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
-def client_for(nb: nbformat.NotebookNode, timeout: float = 300, allow_errors: bool = False) -> NotebookClient:
+def client_for(
+    nb: nbformat.NotebookNode, timeout: float = 300, allow_errors: bool = False
+) -> NotebookClient:
     """An nbclient that runs cells in the repository root, as nbval and JupyterLab do."""
     return NotebookClient(
         nb,
@@ -44,7 +46,11 @@ def execute(env: dict[str, str] | None = None, timeout: float = 300) -> nbformat
 
 
 def execute_like_a_reader(
-    cassette: Path, env: dict[str, str] | None = None, speed: float = 0.0, timeout: float = 60, cleanup_again=False
+    cassette: Path,
+    env: dict[str, str] | None = None,
+    speed: float = 0.0,
+    timeout: float = 60,
+    cleanup_again=False,
 ) -> tuple[nbformat.NotebookNode, ReplayServer, int | None]:
     """Run cells in order against a cassette; at the first failing cell stop, as "Run All" does,
     and run the cleanup cell (the last code cell) as a reader would, and once more if asked
@@ -83,7 +89,13 @@ def live_view_cell(displayed: list | None = None) -> dict:
     nb = nbformat.read(NOTEBOOK, as_version=4)
     source = next(c.source for c in nb.cells if "live-view" in c.metadata.get("tags", []))
     sink = [] if displayed is None else displayed
-    namespace = {"re": re, "anthropic": anthropic, "httpx2": httpx2, "STREAM_TIMEOUT": 2.0, "display": sink.append}
+    namespace = {
+        "re": re,
+        "anthropic": anthropic,
+        "httpx2": httpx2,
+        "STREAM_TIMEOUT": 2.0,
+        "display": sink.append,
+    }
     exec(compile(source, "live-view cell", "exec"), namespace)
     return namespace
 
@@ -110,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, help="where to write the executed notebook")
     parser.add_argument("--inplace", action="store_true", help="overwrite the committed notebook")
-    parser.add_argument("--replay", action="store_true", help="use the cassette even if ANTHROPIC_API_KEY is set")
+    parser.add_argument(
+        "--replay", action="store_true", help="use the cassette even if ANTHROPIC_API_KEY is set"
+    )
     parser.add_argument("--html", action="store_true", help="also write an HTML page next to --out")
     args = parser.parse_args(argv)
     out = NOTEBOOK if args.inplace else args.out

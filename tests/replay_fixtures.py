@@ -111,8 +111,12 @@ def file_body(file_id: str, filename: str, content: bytes, **extra: Any) -> dict
 
 def session_body(status: str = "idle", archived_at: str | None = None) -> dict[str, Any]:
     agent = agent_body()
-    session_agent = {k: agent[k] for k in ("id", "type", "name", "version", "model", "system", "description")}
-    session_agent.update({k: agent[k] for k in ("tools", "mcp_servers", "skills", "execution_identity")})
+    session_agent = {
+        k: agent[k] for k in ("id", "type", "name", "version", "model", "system", "description")
+    }
+    session_agent.update(
+        {k: agent[k] for k in ("tools", "mcp_servers", "skills", "execution_identity")}
+    )
     return {
         "id": SESSION_ID,
         "type": "session",
@@ -161,9 +165,14 @@ def sse(data: dict[str, Any], delay_ms: int = 0, after: int | None = None) -> di
     return entry
 
 
-def turn_events(prefix: str, text: str, user_text: str, deltas: bool = True) -> list[dict[str, Any]]:
+def turn_events(
+    prefix: str, text: str, user_text: str, deltas: bool = True
+) -> list[dict[str, Any]]:
     """The `data` of one short turn (API_WIRE.md §2.4), ending idle with end_turn."""
-    ids = {name: f"sevt_{prefix}{n:03d}" for n, name in enumerate(("user", "run", "span", "msg", "end", "use", "idle"))}
+    ids = {
+        name: f"sevt_{prefix}{n:03d}"
+        for n, name in enumerate(("user", "run", "span", "msg", "end", "use", "idle"))
+    }
     events = [
         event("session.status_running", ids["run"]),
         event("user.message", ids["user"], content=[{"type": "text", "text": user_text}]),
@@ -176,12 +185,19 @@ def turn_events(prefix: str, text: str, user_text: str, deltas: bool = True) -> 
             {
                 "type": "event_delta",
                 "event_id": ids["msg"],
-                "delta": {"type": "content_delta", "index": 0, "content": {"type": "text", "text": text[:half]}},
+                "delta": {
+                    "type": "content_delta",
+                    "index": 0,
+                    "content": {"type": "text", "text": text[:half]},
+                },
             },
             {
                 "type": "event_delta",
                 "event_id": ids["msg"],
-                "delta": {"type": "content_delta", "content": {"type": "text", "text": text[half:]}},
+                "delta": {
+                    "type": "content_delta",
+                    "content": {"type": "text", "text": text[half:]},
+                },
             },
         ]
     events += [
@@ -206,7 +222,12 @@ def turn_events(prefix: str, text: str, user_text: str, deltas: bool = True) -> 
 
 def sample_events() -> list[dict[str, Any]]:
     """One minimal, strictly valid `data` for every type of the stream union (44 of them)."""
-    usage4 = {"input_tokens": 1, "output_tokens": 1, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    usage4 = {
+        "input_tokens": 1,
+        "output_tokens": 1,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
     text = [{"type": "text", "text": "hi"}]
     thread = {"agent_name": "helper", "session_thread_id": "sthr_001"}
     wf = {"workflow_run_id": "wfr_001"}
@@ -222,13 +243,24 @@ def sample_events() -> list[dict[str, Any]]:
         event("agent.mcp_tool_result", "sevt_s09", mcp_tool_use_id="sevt_s08"),
         event("agent.tool_use", "sevt_s10", name="bash", input={"command": "ls"}),
         event("agent.tool_result", "sevt_s11", tool_use_id="sevt_s10"),
-        event("agent.thread_message_received", "sevt_s12", content=text, from_session_thread_id="sthr_001"),
-        event("agent.thread_message_sent", "sevt_s13", content=text, to_session_thread_id="sthr_001"),
+        event(
+            "agent.thread_message_received",
+            "sevt_s12",
+            content=text,
+            from_session_thread_id="sthr_001",
+        ),
+        event(
+            "agent.thread_message_sent", "sevt_s13", content=text, to_session_thread_id="sthr_001"
+        ),
         event("agent.thread_context_compacted", "sevt_s14"),
         event(
             "session.error",
             "sevt_s15",
-            error={"type": "unknown_error", "message": "boom", "retry_status": {"type": "retrying"}},
+            error={
+                "type": "unknown_error",
+                "message": "boom",
+                "retry_status": {"type": "retrying"},
+            },
         ),
         event("session.status_rescheduled", "sevt_s16"),
         event("session.status_running", "sevt_s17"),
@@ -245,7 +277,12 @@ def sample_events() -> list[dict[str, Any]]:
             usage=usage4,
         ),
         event("span.model_request_start", "sevt_s22"),
-        event("span.model_request_end", "sevt_s23", model_request_start_id="sevt_s22", model_usage=usage4),
+        event(
+            "span.model_request_end",
+            "sevt_s23",
+            model_request_start_id="sevt_s22",
+            model_usage=usage4,
+        ),
         event("span.outcome_evaluation_ongoing", "sevt_s24", iteration=0, outcome_id="outc_001"),
         event(
             "user.define_outcome",
@@ -269,11 +306,21 @@ def sample_events() -> list[dict[str, Any]]:
         },
         event("system.message", "sevt_s34", content=text),
         event("session.usage", "sevt_s35", usage={}),
-        event("workflow_run.created", "sevt_s36", name="fix", phases=[{"id": "wfp_001", "name": "one"}], **wf),
+        event(
+            "workflow_run.created",
+            "sevt_s36",
+            name="fix",
+            phases=[{"id": "wfp_001", "name": "one"}],
+            **wf,
+        ),
         event("workflow_run.status_ended", "sevt_s37", result={"type": "completed"}, **wf),
         event("workflow_run.phase_started", "sevt_s38", workflow_run_phase_id="wfp_001", **wf),
         event(
-            "workflow_run.phase_ended", "sevt_s39", workflow_run_phase_id="wfp_001", phase_started_id="sevt_s38", **wf
+            "workflow_run.phase_ended",
+            "sevt_s39",
+            workflow_run_phase_id="wfp_001",
+            phase_started_id="sevt_s38",
+            **wf,
         ),
         event("workflow_run.status_running", "sevt_s40", **wf),
         event("workflow_run.status_idle", "sevt_s41", **wf),
@@ -304,7 +351,9 @@ def exchange(
     return {"request": request, "response": response}
 
 
-def upload_part(filename: str, content: bytes, content_type: str = "text/x-python") -> dict[str, Any]:
+def upload_part(
+    filename: str, content: bytes, content_type: str = "text/x-python"
+) -> dict[str, Any]:
     return {
         "name": "file",
         "filename": filename,
@@ -313,7 +362,9 @@ def upload_part(filename: str, content: bytes, content_type: str = "text/x-pytho
     }
 
 
-def upload_exchange(filename: str, content: bytes, file_id: str, content_type: str = "text/x-python") -> dict:
+def upload_exchange(
+    filename: str, content: bytes, file_id: str, content_type: str = "text/x-python"
+) -> dict:
     return exchange(
         "POST",
         "/v1/files",
@@ -326,19 +377,28 @@ def send_exchange(text: str, echo_id: str) -> dict[str, Any]:
     sent = {"type": "user.message", "content": [{"type": "text", "text": text}]}
     echo = {**sent, "id": echo_id, "processed_at": None}
     return exchange(
-        "POST", f"/v1/sessions/{SESSION_ID}/events", {"json": {"data": [echo]}}, body={"json": {"events": [sent]}}
+        "POST",
+        f"/v1/sessions/{SESSION_ID}/events",
+        {"json": {"data": [echo]}},
+        body={"json": {"events": [sent]}},
     )
 
 
-def stream_exchange(events: list[dict[str, Any]], after: int | None, deltas: bool = True, delay_ms: int = 0) -> dict:
+def stream_exchange(
+    events: list[dict[str, Any]], after: int | None, deltas: bool = True, delay_ms: int = 0
+) -> dict:
     entries = [sse(data, delay_ms=delay_ms) for data in events]
     if after is not None:
         entries[0]["after"] = after
     query = {"event_deltas[]": ["agent.message"]} if deltas else {}
-    return exchange("GET", f"/v1/sessions/{SESSION_ID}/events/stream", {"sse": entries}, query=query)
+    return exchange(
+        "GET", f"/v1/sessions/{SESSION_ID}/events/stream", {"sse": entries}, query=query
+    )
 
 
-def make_cassette(exchanges: list[dict[str, Any]], description: str = "built by a test") -> Cassette:
+def make_cassette(
+    exchanges: list[dict[str, Any]], description: str = "built by a test"
+) -> Cassette:
     return Cassette(header=new_header("scripted", TS, SDK, description), exchanges=exchanges)
 
 
@@ -351,9 +411,18 @@ def notebook_flow_cassette() -> Cassette:
     turn1, turn2 = turn_events("a", TURN1_TEXT, TASK), turn_events("b", TURN2_TEXT, FOLLOW_UP)
     history = [data for data in turn1 + turn2 if "id" in data]
     output = file_body(
-        OUTPUT_FILE_ID, "calc.py", FIXED_CALC_PY, downloadable=True, scope={"type": "session", "id": SESSION_ID}
+        OUTPUT_FILE_ID,
+        "calc.py",
+        FIXED_CALC_PY,
+        downloadable=True,
+        scope={"type": "session", "id": SESSION_ID},
     )
-    agent_request = {"name": AGENT_NAME, "model": MODEL, "system": AGENT_SYSTEM, "tools": [TOOLSET_REQUEST]}
+    agent_request = {
+        "name": AGENT_NAME,
+        "model": MODEL,
+        "system": AGENT_SYSTEM,
+        "tools": [TOOLSET_REQUEST],
+    }
     session_request = {
         "environment_id": ENV_ID,
         "agent": {"type": "agent", "id": AGENT_ID, "version": 1},
@@ -374,31 +443,51 @@ def notebook_flow_cassette() -> Cassette:
         ),
         upload_exchange("calc.py", CALC_PY, FILE_ID),  # 3
         upload_exchange("test_calc.py", TEST_CALC_PY, TEST_FILE_ID),  # 4
-        exchange("POST", "/v1/sessions", {"json": session_body()}, body={"json": session_request}),  # 5
+        exchange(
+            "POST", "/v1/sessions", {"json": session_body()}, body={"json": session_request}
+        ),  # 5
         stream_exchange(turn1, after=7),  # 6: opened first, held until the send (7) is answered
         send_exchange(TASK, turn1[1]["id"]),  # 7
         send_exchange(FOLLOW_UP, turn2[1]["id"]),  # 8: sent first ...
         stream_exchange(turn2, after=8),  # 9: ... then the stream is opened
         exchange("GET", f"/v1/sessions/{sid}", {"json": session_body()}),  # 10, polled more often
-        exchange("GET", f"/v1/sessions/{sid}/events", {"json": {"data": history, "next_page": None}}),  # 11
+        exchange(
+            "GET", f"/v1/sessions/{sid}/events", {"json": {"data": history, "next_page": None}}
+        ),  # 11
         exchange(  # 12
-            "GET", "/v1/files", {"json": {"data": [output], "next_page": None}}, query={"scope_id": [sid]}
+            "GET",
+            "/v1/files",
+            {"json": {"data": [output], "next_page": None}},
+            query={"scope_id": [sid]},
         ),
         exchange(  # 13
             "GET",
             f"/v1/files/{OUTPUT_FILE_ID}/content",
-            {"body_b64": base64.b64encode(FIXED_CALC_PY).decode(), "headers": {"content-type": "text/x-python"}},
+            {
+                "body_b64": base64.b64encode(FIXED_CALC_PY).decode(),
+                "headers": {"content-type": "text/x-python"},
+            },
         ),
-        exchange("POST", f"/v1/sessions/{sid}/archive", {"json": session_body(archived_at=TS_ARCHIVED)}),  # 14
-        exchange("POST", f"/v1/environments/{ENV_ID}/archive", {"json": environment_body(archived_at=TS_ARCHIVED)}),
-        exchange("POST", f"/v1/agents/{AGENT_ID}/archive", {"json": agent_body(archived_at=TS_ARCHIVED)}),  # 16
+        exchange(
+            "POST", f"/v1/sessions/{sid}/archive", {"json": session_body(archived_at=TS_ARCHIVED)}
+        ),  # 14
+        exchange(
+            "POST",
+            f"/v1/environments/{ENV_ID}/archive",
+            {"json": environment_body(archived_at=TS_ARCHIVED)},
+        ),
+        exchange(
+            "POST", f"/v1/agents/{AGENT_ID}/archive", {"json": agent_body(archived_at=TS_ARCHIVED)}
+        ),  # 16
     ]
     return make_cassette(exchanges, "the cookbook flow, scripted by tests/replay_fixtures.py")
 
 
 def make_client(fake: Any, **options: Any) -> anthropic.Anthropic:
     """The real SDK, strict, with its default retries unless a test says otherwise."""
-    return anthropic.Anthropic(base_url=fake.base_url, api_key="test", _strict_response_validation=True, **options)
+    return anthropic.Anthropic(
+        base_url=fake.base_url, api_key="test", _strict_response_validation=True, **options
+    )
 
 
 # -- checks for any cassette ------------------------------------------------------------------------
@@ -406,7 +495,8 @@ def make_client(fake: Any, **options: Any) -> anthropic.Anthropic:
 _UNION_MEMBERS = typing.get_args(typing.get_args(BetaManagedAgentsStreamSessionEvents)[0])
 # "agent.message" -> "BetaManagedAgentsAgentMessageEvent", read from the SDK's own union.
 STREAM_EVENT_CLASSES: dict[str, str] = {
-    typing.get_args(member.model_fields["type"].annotation)[0]: member.__name__ for member in _UNION_MEMBERS
+    typing.get_args(member.model_fields["type"].annotation)[0]: member.__name__
+    for member in _UNION_MEMBERS
 }
 TURN_ENDS = ("session.status_idle", "session.status_terminated")
 
@@ -431,7 +521,9 @@ def check_cassette_events(cassette: Cassette) -> None:
                 f"{where}: event name differs from data.type {data.get('type')!r}"
             )
             expected = STREAM_EVENT_CLASSES.get(data.get("type"))
-            assert expected is not None, f"{where}: type {data.get('type')!r} is not in the SDK's stream union"
+            assert expected is not None, (
+                f"{where}: type {data.get('type')!r} is not in the SDK's stream union"
+            )
             try:
                 parsed = validate_type(type_=BetaManagedAgentsStreamSessionEvents, value=data)
             except Exception as err:  # pydantic's ValidationError, shown with the place
@@ -440,9 +532,15 @@ def check_cassette_events(cassette: Cassette) -> None:
             assert got == expected, f"{where}: parsed as {got}, expected {expected}"
             if "after" in entry:
                 after = entry["after"]
-                assert is_send(cassette.exchanges[after - 1]), f"{where}: after={after} is not a send"
+                assert is_send(cassette.exchanges[after - 1]), (
+                    f"{where}: after={after} is not a send"
+                )
         last = events[-1]["data"]
-        assert last["type"] in TURN_ENDS, f"exchange {n}: the stream ends with {last['type']!r}, not idle/terminated"
+        assert last["type"] in TURN_ENDS, (
+            f"exchange {n}: the stream ends with {last['type']!r}, not idle/terminated"
+        )
         if last["type"] == "session.status_idle":
-            assert last["stop_reason"].get("type"), f"exchange {n}: the final idle event has no stop_reason.type"
+            assert last["stop_reason"].get("type"), (
+                f"exchange {n}: the final idle event has no stop_reason.type"
+            )
     assert streams, "the cassette has no SSE exchange"

@@ -21,7 +21,9 @@ from tests.replay_fixtures import (
 
 def _keys_sorted_everywhere(value) -> bool:
     if isinstance(value, dict):
-        return list(value) == sorted(value) and all(_keys_sorted_everywhere(v) for v in value.values())
+        return list(value) == sorted(value) and all(
+            _keys_sorted_everywhere(v) for v in value.values()
+        )
     if isinstance(value, list):
         return all(_keys_sorted_everywhere(v) for v in value)
     return True
@@ -99,7 +101,11 @@ BAD_CASSETTES = {
     "missing header": (_lines(RETRIEVE, RETRIEVE), 1, ["header"]),
     "empty file": ([], 1, ["empty"]),
     "bad provenance": (_lines({**HEADER, "provenance": "made-up"}, RETRIEVE), 1, ["provenance"]),
-    "missing response": (_lines(HEADER, RETRIEVE, {"request": RETRIEVE["request"]}), 3, ["exchange 2", "response"]),
+    "missing response": (
+        _lines(HEADER, RETRIEVE, {"request": RETRIEVE["request"]}),
+        3,
+        ["exchange 2", "response"],
+    ),
     "sse event without delay_ms": (
         _lines(HEADER, SEND, _stream(sse(IDLE), {"event": IDLE["type"], "data": IDLE})),
         3,
@@ -138,7 +144,9 @@ def test_load_errors_name_file_and_line(tmp_path, name):
 def test_line_numbers_count_blank_lines(tmp_path):
     """Blank lines are skipped but still counted, so the number points at the line in an editor."""
     path = tmp_path / "gaps.jsonl"
-    path.write_text("\n".join(_lines(HEADER, "", RETRIEVE, "", "", "{oops")) + "\n", encoding="utf-8")
+    path.write_text(
+        "\n".join(_lines(HEADER, "", RETRIEVE, "", "", "{oops")) + "\n", encoding="utf-8"
+    )
     with pytest.raises(CassetteError, match=r"line 6: not valid JSON"):
         Cassette.load(path)
 
@@ -182,7 +190,10 @@ def test_loading_is_inert(tmp_path, monkeypatch):
     response = cassette.exchanges[0]["response"]["json"]
     assert response == {"name": payloads[0], "system": payloads[1], "__class__": payloads[2]}
     assert all(type(v) is str for v in response.values())
-    assert cassette.exchanges[0]["request"]["json"] == {"name": payloads[3], "__reduce__": payloads[0]}
+    assert cassette.exchanges[0]["request"]["json"] == {
+        "name": payloads[3],
+        "__reduce__": payloads[0],
+    }
 
 
 # -- canonical_query ----------------------------------------------------------------------------------
@@ -198,7 +209,10 @@ def test_loading_is_inert(tmp_path, monkeypatch):
         ),
         ("event_deltas[]=agent.message", {"event_deltas[]": ["agent.message"]}),
         ("scope_id=sesn_1&limit=2&limit=3", {"limit": ["2", "3"], "scope_id": ["sesn_1"]}),
-        ("created_at%5Bgt%5D=2026-05-01T12%3A00%3A00Z", {"created_at[gt]": ["2026-05-01T12:00:00Z"]}),
+        (
+            "created_at%5Bgt%5D=2026-05-01T12%3A00%3A00Z",
+            {"created_at[gt]": ["2026-05-01T12:00:00Z"]},
+        ),
         ("page=", {"page": [""]}),
         ("", {}),
         ("beta=true", {}),

@@ -21,21 +21,31 @@ ALL_TESTS = {"test_add", "test_subtract", "test_multiply", "test_divide", "test_
 def run_suite(calc_source: str, tmp_path: Path) -> tuple[dict[str, str], int]:
     (tmp_path / "calc.py").write_text(calc_source)
     (tmp_path / "test_calc.py").write_text((FIXTURES / "test_calc.py").read_text())
-    done = subprocess.run([sys.executable, "test_calc.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    results = {name: result for result, name in re.findall(r"^(PASS|FAIL) (\w+)$", done.stdout, re.M)}
+    done = subprocess.run(
+        [sys.executable, "test_calc.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    results = {
+        name: result for result, name in re.findall(r"^(PASS|FAIL) (\w+)$", done.stdout, re.M)
+    }
     return results, done.returncode
 
 
 def agent_output() -> str:
     """The calc.py the shipped cassette serves as the agent's output file."""
-    downloads = [ex for ex in Cassette.load(SHIPPED_CASSETTE).exchanges if ex["request"]["path"].endswith("/content")]
+    downloads = [
+        ex
+        for ex in Cassette.load(SHIPPED_CASSETTE).exchanges
+        if ex["request"]["path"].endswith("/content")
+    ]
     assert len(downloads) == 1
     return downloads[0]["response"]["text"]
 
 
 def function_source(source: str, name: str) -> str:
     tree = ast.parse(source)
-    return next(ast.get_source_segment(source, n) for n in tree.body if getattr(n, "name", None) == name)
+    return next(
+        ast.get_source_segment(source, n) for n in tree.body if getattr(n, "name", None) == name
+    )
 
 
 def test_original_fails_exactly_the_planted_bugs(tmp_path):
@@ -49,14 +59,26 @@ def test_agent_output_passes_everything_and_leaves_mean_alone(tmp_path):
     fixed = agent_output()
     results, code = run_suite(fixed, tmp_path)
     assert results == dict.fromkeys(sorted(ALL_TESTS), "PASS") and code == 0
-    assert function_source(fixed, "mean") == function_source((FIXTURES / "calc.py").read_text(), "mean")
+    assert function_source(fixed, "mean") == function_source(
+        (FIXTURES / "calc.py").read_text(), "mean"
+    )
 
 
 def test_suite_runs_under_pytest_too(tmp_path):
     (tmp_path / "calc.py").write_text(agent_output())
     (tmp_path / "test_calc.py").write_text((FIXTURES / "test_calc.py").read_text())
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", "/dev/null", "test_calc.py"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            "/dev/null",
+            "test_calc.py",
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -70,7 +92,9 @@ def test_each_bug_is_in_its_own_function(name, tmp_path):
     """Fixing one root cause turns exactly its own test green (mean needs both add and divide)."""
     fixed, original = agent_output(), (FIXTURES / "calc.py").read_text()
     function = name.removeprefix("test_")
-    patched = original.replace(function_source(original, function), function_source(fixed, function))
+    patched = original.replace(
+        function_source(original, function), function_source(fixed, function)
+    )
     results, _ = run_suite(patched, tmp_path)
     assert results[name] == "PASS"
     assert {n for n, r in results.items() if r == "FAIL"} == ROOT_CAUSES - {name} | CONSEQUENCES

@@ -15,18 +15,20 @@ STALE = "is stale: regenerate it with `make cassettes` (then `make notebook`) an
 
 def test_shipped_cassette_is_current():
     if Cassette.load(SHIPPED_CASSETTE).header["provenance"] == "recorded":
-        pytest.skip("the shipped cassette is a live recording (make record): there is no script to regenerate it from")
-    assert generate(SHIPPED_SCRIPT, FIXTURES).dumps() == SHIPPED_CASSETTE.read_text(encoding="utf-8"), (
-        f"{SHIPPED_CASSETTE.name} {STALE}"
-    )
+        pytest.skip(
+            "the shipped cassette is a live recording (make record): there is no script to regenerate it from"
+        )
+    assert generate(SHIPPED_SCRIPT, FIXTURES).dumps() == SHIPPED_CASSETTE.read_text(
+        encoding="utf-8"
+    ), f"{SHIPPED_CASSETTE.name} {STALE}"
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_scenario_cassette_is_current(name):
     path = SCENARIO_DIR / f"{name}.jsonl"
-    assert generate(SHIPPED_SCRIPT, FIXTURES, SCENARIOS[name]).dumps() == path.read_text(encoding="utf-8"), (
-        f"{path.name} {STALE}"
-    )
+    assert generate(SHIPPED_SCRIPT, FIXTURES, SCENARIOS[name]).dumps() == path.read_text(
+        encoding="utf-8"
+    ), f"{path.name} {STALE}"
 
 
 def test_shipped_cassette_states_its_provenance():
@@ -49,5 +51,7 @@ IRREGULAR_STREAMS = {"dropped", "error_frame", "stall", "hostile"}
 def test_every_event_parses_as_its_own_sdk_type_and_the_turn_ends(name):
     path = SHIPPED_CASSETTE if name == "shipped" else SCENARIO_DIR / f"{name}.jsonl"
     cassette = Cassette.load(path)
-    if any("sse" in ex["response"] for ex in cassette.exchanges):  # the HTTP-error scenarios never stream
+    if any(
+        "sse" in ex["response"] for ex in cassette.exchanges
+    ):  # the HTTP-error scenarios never stream
         check_cassette_events(cassette)

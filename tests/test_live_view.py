@@ -19,7 +19,13 @@ def ev(data: dict):
 
 def delta(message_id: str, text: str):
     content = {"type": "text", "text": text}
-    return ev({"type": "event_delta", "event_id": message_id, "delta": {"type": "content_delta", "content": content}})
+    return ev(
+        {
+            "type": "event_delta",
+            "event_id": message_id,
+            "delta": {"type": "content_delta", "content": content},
+        }
+    )
 
 
 @pytest.fixture
@@ -49,7 +55,11 @@ def test_agent_text_grows_token_by_token_in_one_card_then_the_final_message_repl
         "content": [{"type": "text", "text": "Done."}],
     }
     view.add(ev(final))
-    assert len(card_values(view)) == 1 and "Done." in card_values(view)[0] and "fail." not in card_values(view)[0]
+    assert (
+        len(card_values(view)) == 1
+        and "Done." in card_values(view)[0]
+        and "fail." not in card_values(view)[0]
+    )
 
 
 def test_an_event_seen_twice_is_shown_once_and_an_orphan_delta_is_ignored(view):
@@ -67,7 +77,16 @@ def test_an_event_seen_twice_is_shown_once_and_an_orphan_delta_is_ignored(view):
 
 
 def test_unknown_types_are_shown_generically_and_markup_is_escaped(view, shown):
-    view.add(ev({"type": "agent.hologram", "id": "sevt_h", "processed_at": TS, "payload": "<script>x</script>"}))
+    view.add(
+        ev(
+            {
+                "type": "agent.hologram",
+                "id": "sevt_h",
+                "processed_at": TS,
+                "payload": "<script>x</script>",
+            }
+        )
+    )
     view.finish("end_turn")
     [transcript] = shown
     bundle = transcript._repr_mimebundle_()
@@ -77,11 +96,24 @@ def test_unknown_types_are_shown_generically_and_markup_is_escaped(view, shown):
 
 
 def test_requires_action_names_the_waiting_tool(view, shown):
-    view.add(ev({"type": "agent.tool_use", "id": "sevt_t", "processed_at": TS, "name": "edit", "input": {}}))
+    view.add(
+        ev(
+            {
+                "type": "agent.tool_use",
+                "id": "sevt_t",
+                "processed_at": TS,
+                "name": "edit",
+                "input": {},
+            }
+        )
+    )
     idle = {"type": "session.status_idle", "id": "sevt_i", "processed_at": TS}
     view.add(ev({**idle, "stop_reason": {"type": "requires_action", "event_ids": ["sevt_t"]}}))
     view.finish("requires_action")
-    assert "edit (sevt_t) waits for your confirmation" in shown[0].text and "always_allow" in shown[0].text
+    assert (
+        "edit (sevt_t) waits for your confirmation" in shown[0].text
+        and "always_allow" in shown[0].text
+    )
 
 
 def test_a_long_turn_keeps_its_start_and_end_in_the_static_transcript(view, shown):

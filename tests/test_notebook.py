@@ -32,14 +32,22 @@ def test_outputs_are_clean(stored):
             assert not (out.output_type == "stream" and out.name == "stderr"), cell.source[:60]
             blob = json.dumps(out)
             assert not LOCAL_PATH.search(blob), f"a local path in the output of: {cell.source[:60]}"
-            assert not SECRET.search(blob), f"something like a credential in the output of: {cell.source[:60]}"
-            assert WIDGET_VIEW not in out.get("data", {}), "widget views without stored state do not publish"
+            assert not SECRET.search(blob), (
+                f"something like a credential in the output of: {cell.source[:60]}"
+            )
+            assert WIDGET_VIEW not in out.get("data", {}), (
+                "widget views without stored state do not publish"
+            )
 
 
 def test_execution_counts_in_order_and_standard_kernel(stored):
     counts = [c.execution_count for c in stored.cells if c.cell_type == "code"]
     assert counts == list(range(1, len(counts) + 1))
-    assert stored.metadata.kernelspec == {"display_name": "Python 3", "language": "python", "name": "python3"}
+    assert stored.metadata.kernelspec == {
+        "display_name": "Python 3",
+        "language": "python",
+        "name": "python3",
+    }
     assert "widgets" not in stored.metadata
     assert all("execution" not in c.metadata for c in stored.cells), "no timing metadata"
 
@@ -93,7 +101,9 @@ def test_without_a_key_the_setup_cell_says_so_in_one_sentence(stored, tmp_path):
     with client.setup_kernel(env=env), pytest.raises(CellExecutionError):
         client.execute_cell(nb.cells[setup], setup)
     [error] = [o for o in nb.cells[setup].outputs if o.output_type == "error"]
-    assert error.ename == "SystemExit" and error.evalue.startswith("No API key: set ANTHROPIC_API_KEY")
+    assert error.ename == "SystemExit" and error.evalue.startswith(
+        "No API key: set ANTHROPIC_API_KEY"
+    )
     assert "CredentialsError" not in json.dumps(error) and len(error.traceback) <= 2
 
 

@@ -18,7 +18,10 @@ from tests.replay.cassette import Cassette
 def test_a_notebook_run_that_leaves_an_exchange_unplayed_fails(tmp_path):
     cassette = Cassette.load(SHIPPED_CASSETTE)
     cassette.exchanges.append(
-        {"request": {"method": "GET", "path": "/v1/agents/agent_never_asked"}, "response": {"status": 200, "json": {}}}
+        {
+            "request": {"method": "GET", "path": "/v1/agents/agent_never_asked"},
+            "response": {"status": 200, "json": {}},
+        }
     )
     cassette.save(tmp_path / "extra.jsonl")
     done = nbval(cassette=tmp_path / "extra.jsonl")
@@ -28,7 +31,16 @@ def test_a_notebook_run_that_leaves_an_exchange_unplayed_fails(tmp_path):
 
 def test_serve_prints_its_url_and_answers_the_sdk():
     server = subprocess.Popen(
-        [sys.executable, "-m", "tests.replay", "serve", "--cassette", str(SHIPPED_CASSETTE), "--speed", "0"],
+        [
+            sys.executable,
+            "-m",
+            "tests.replay",
+            "serve",
+            "--cassette",
+            str(SHIPPED_CASSETTE),
+            "--speed",
+            "0",
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -69,8 +81,24 @@ def test_make_record_path_end_to_end(tmp_path):
     out = tmp_path / "recorded.jsonl"
     with ReplayServer(SHIPPED_CASSETTE) as upstream:
         done = subprocess.run(
-            [sys.executable, "-m", "tests.replay", "record", "--out", str(out), "--upstream", upstream.base_url, "--"]
-            + [sys.executable, "-m", "tests.notebook_runner", "--out", str(tmp_path / "live.ipynb")],
+            [
+                sys.executable,
+                "-m",
+                "tests.replay",
+                "record",
+                "--out",
+                str(out),
+                "--upstream",
+                upstream.base_url,
+                "--",
+            ]
+            + [
+                sys.executable,
+                "-m",
+                "tests.notebook_runner",
+                "--out",
+                str(tmp_path / "live.ipynb"),
+            ],
             cwd=ROOT,
             env={**os.environ, "ANTHROPIC_API_KEY": "sk-ant-recording-SECRET"},
             capture_output=True,

@@ -92,16 +92,38 @@ def turn(prefix: str, text: str, *, after: int | None = None, delay_ms: int = 0)
     msg = f"sevt_{prefix}3"
     events = [
         sse("session.status_running", delay_ms, id=f"sevt_{prefix}1", processed_at=T),
-        sse("user.message", delay_ms, id=f"sevt_{prefix}2", processed_at=T, content=[{"type": "text", "text": "Go"}]),
+        sse(
+            "user.message",
+            delay_ms,
+            id=f"sevt_{prefix}2",
+            processed_at=T,
+            content=[{"type": "text", "text": "Go"}],
+        ),
         sse("event_start", delay_ms, event={"type": "agent.message", "id": msg}),
         sse(
             "event_delta",
             delay_ms,
             event_id=msg,
-            delta={"type": "content_delta", "index": 0, "content": {"type": "text", "text": text[:3]}},
+            delta={
+                "type": "content_delta",
+                "index": 0,
+                "content": {"type": "text", "text": text[:3]},
+            },
         ),
-        sse("agent.message", delay_ms, id=msg, processed_at=T, content=[{"type": "text", "text": text}]),
-        sse("session.status_idle", delay_ms, id=f"sevt_{prefix}4", processed_at=T, stop_reason={"type": "end_turn"}),
+        sse(
+            "agent.message",
+            delay_ms,
+            id=msg,
+            processed_at=T,
+            content=[{"type": "text", "text": text}],
+        ),
+        sse(
+            "session.status_idle",
+            delay_ms,
+            id=f"sevt_{prefix}4",
+            processed_at=T,
+            stop_reason={"type": "end_turn"},
+        ),
     ]
     if after is not None:
         events[0]["after"] = after
@@ -111,7 +133,11 @@ def turn(prefix: str, text: str, *, after: int | None = None, delay_ms: int = 0)
 def exchange(method: str, path: str, response: dict, status: int = 200, **request) -> dict:
     return {
         "request": {"method": method, "path": path, **request},
-        "response": {"status": status, "headers": {"request-id": f"req_{len(path)}{method}"}, **response},
+        "response": {
+            "status": status,
+            "headers": {"request-id": f"req_{len(path)}{method}"},
+            **response,
+        },
     }
 
 
@@ -126,23 +152,40 @@ def source_cassette() -> Cassette:
             "POST",
             "/v1/files",
             {"json": FILE},
-            multipart=[{"name": "file", "filename": "calc.py", "content_type": "text/x-python", "sha256": sha}],
+            multipart=[
+                {
+                    "name": "file",
+                    "filename": "calc.py",
+                    "content_type": "text/x-python",
+                    "sha256": sha,
+                }
+            ],
         ),
         exchange("GET", STREAM_PATH, {"sse": turn("a", "Hello!", after=4)}, query=query),
         exchange("POST", SEND_PATH, {"json": echo}, json={"events": [user_message("Go")]}),
         exchange("POST", SEND_PATH, {"json": echo}, json={"events": [user_message("Again")]}),
         exchange("GET", STREAM_PATH, {"sse": turn("b", "Done again.")}, query=query),
         exchange("GET", f"/v1/files/{FILE_ID}/content", {"text": "print(2)\n"}),
-        exchange("GET", f"/v1/files/{OUTPUT_FILE_ID}/content", {"body_b64": base64.b64encode(BINARY).decode()}),
+        exchange(
+            "GET",
+            f"/v1/files/{OUTPUT_FILE_ID}/content",
+            {"body_b64": base64.b64encode(BINARY).decode()},
+        ),
         exchange("POST", f"/v1/agents/{AGENT_ID}/archive", {"json": {**AGENT, "archived_at": T}}),
     ]
-    header = new_header("scripted", created=T, sdk="anthropic 2.10.0", description="recorder round trip")
+    header = new_header(
+        "scripted", created=T, sdk="anthropic 2.10.0", description="recorder round trip"
+    )
     return Cassette(header, exchanges)
 
 
 def sdk(base_url: str, **options) -> anthropic.Anthropic:
     return anthropic.Anthropic(
-        base_url=base_url, api_key=BEARER_SECRET, max_retries=0, _strict_response_validation=True, **options
+        base_url=base_url,
+        api_key=BEARER_SECRET,
+        max_retries=0,
+        _strict_response_validation=True,
+        **options,
     )
 
 
@@ -169,16 +212,23 @@ def test_recording_through_the_proxy_reproduces_the_source(tmp_path):
     source_path, out = tmp_path / "source.jsonl", tmp_path / "recorded.jsonl"
     source_cassette().save(source_path)
     source = Cassette.load(source_path)
-    with ReplayServer(source_path) as replay, RecordingProxy(upstream=replay.base_url, description="rt") as proxy:
+    with (
+        ReplayServer(source_path) as replay,
+        RecordingProxy(upstream=replay.base_url, description="rt") as proxy,
+    ):
         client = sdk(proxy.base_url)
         client.beta.agents.create(**AGENT_REQUEST)
         uploaded = client.beta.files.upload(file=("calc.py", UPLOAD, "text/x-python"))
         assert uploaded.id == FILE_ID
-        with client.beta.sessions.events.stream(SESSION_ID, event_deltas=["agent.message"]) as stream:
+        with client.beta.sessions.events.stream(
+            SESSION_ID, event_deltas=["agent.message"]
+        ) as stream:
             client.beta.sessions.events.send(SESSION_ID, events=[user_message("Go")])
             first = drain_until_idle(stream)
         client.beta.sessions.events.send(SESSION_ID, events=[user_message("Again")])
-        with client.beta.sessions.events.stream(SESSION_ID, event_deltas=["agent.message"]) as stream:
+        with client.beta.sessions.events.stream(
+            SESSION_ID, event_deltas=["agent.message"]
+        ) as stream:
             second = drain_until_idle(stream)
         assert client.beta.files.download(FILE_ID).text() == "print(2)\n"
         assert client.beta.files.download(OUTPUT_FILE_ID).read() == BINARY
@@ -209,7 +259,11 @@ def test_credentials_never_reach_the_cassette(tmp_path):
         sdk(proxy.base_url).beta.agents.create(**AGENT_REQUEST)  # Authorization: Bearer
         raw = httpx2.post(
             f"{proxy.base_url}/v1/agents/{AGENT_ID}/archive",
-            headers={"x-api-key": HEADER_SECRET, "cookie": f"session={COOKIE_SECRET}", "content-type": "x/y"},
+            headers={
+                "x-api-key": HEADER_SECRET,
+                "cookie": f"session={COOKIE_SECRET}",
+                "content-type": "x/y",
+            },
         )
         assert raw.status_code == 200, raw.text
         proxy.save(out)
@@ -217,7 +271,15 @@ def test_credentials_never_reach_the_cassette(tmp_path):
 
     text = out.read_text(encoding="utf-8")
     assert len(Cassette.load(out).exchanges) == 2
-    for secret in (BEARER_SECRET, HEADER_SECRET, COOKIE_SECRET, "SECRET", "authorization", "x-api-key", "cookie"):
+    for secret in (
+        BEARER_SECRET,
+        HEADER_SECRET,
+        COOKIE_SECRET,
+        "SECRET",
+        "authorization",
+        "x-api-key",
+        "cookie",
+    ):
         assert secret.lower() not in text.lower(), f"{secret!r} was written to the cassette"
 
 
@@ -231,7 +293,10 @@ class EchoUpstream(BaseHTTPRequestHandler):
 
     def do_POST(self):
         length = int(self.headers.get("content-length") or 0)
-        body = {"headers": {k.lower(): v for k, v in self.headers.items()}, "got": self.rfile.read(length).decode()}
+        body = {
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "got": self.rfile.read(length).decode(),
+        }
         body["token"] = "field-SECRET-value"
         data = json.dumps(body).encode()
         self.send_response(401)
@@ -292,14 +357,29 @@ def test_sse_passes_through_unbuffered(tmp_path):
         sse("session.status_running", 0, id="sevt_1", processed_at=T),
         {"delay_ms": 150, "comment": "heartbeat"},
         sse("span.model_request_start", 150, id="sevt_2", processed_at=T),
-        sse("agent.message", 300, id="sevt_3", processed_at=T, content=[{"type": "text", "text": "Hi"}]),
-        sse("session.status_idle", 300, id="sevt_4", processed_at=T, stop_reason={"type": "end_turn"}),
+        sse(
+            "agent.message",
+            300,
+            id="sevt_3",
+            processed_at=T,
+            content=[{"type": "text", "text": "Hi"}],
+        ),
+        sse(
+            "session.status_idle",
+            300,
+            id="sevt_4",
+            processed_at=T,
+            stop_reason={"type": "end_turn"},
+        ),
     ]
     cassette = Cassette(
         new_header("scripted", T, "anthropic 2.10.0", "paced"),
         [exchange("GET", STREAM_PATH, {"sse": events})],
     )
-    with ReplayServer(cassette, speed=1) as replay, RecordingProxy(upstream=replay.base_url) as proxy:
+    with (
+        ReplayServer(cassette, speed=1) as replay,
+        RecordingProxy(upstream=replay.base_url) as proxy,
+    ):
         opened = time.monotonic()
         arrivals = []
         with sdk(proxy.base_url).beta.sessions.events.stream(SESSION_ID) as stream:
@@ -310,7 +390,9 @@ def test_sse_passes_through_unbuffered(tmp_path):
     assert len(arrivals) == 4
     assert arrivals[0] < 0.25, f"first event only after {arrivals[0]:.2f}s"
     assert arrivals[-1] - arrivals[0] > 0.6, f"events arrived together: {arrivals}"
-    assert [e.get("event", e.get("comment")) for e in recorded] == [e.get("event", e.get("comment")) for e in events]
+    assert [e.get("event", e.get("comment")) for e in recorded] == [
+        e.get("event", e.get("comment")) for e in events
+    ]
     delays = [e["delay_ms"] for e in recorded]
     assert delays[0] < 100 and all(80 <= d < 450 for d in delays[1:]), delays
 
@@ -328,7 +410,10 @@ def test_sse_frames_become_cassette_entries_whatever_the_chunking():
     )
     expected = [
         {"comment": "keepalive"},
-        {"event": "session.status_running", "data": {"type": "session.status_running", "id": "sevt_1"}},
+        {
+            "event": "session.status_running",
+            "data": {"type": "session.status_running", "id": "sevt_1"},
+        },
         {"event": "ping", "data": {}},
         {"comment": "event: ping"},
         {"comment": 'data: {"type": "nameless"}'},
@@ -346,11 +431,17 @@ def test_sse_frames_become_cassette_entries_whatever_the_chunking():
 
 def test_events_after_the_client_left_are_not_recorded():
     events = [sse("session.status_running", 0, id="sevt_1", processed_at=T)]
-    events += [sse("span.model_request_start", 200, id=f"sevt_{i}", processed_at=T) for i in range(2, 5)]
+    events += [
+        sse("span.model_request_start", 200, id=f"sevt_{i}", processed_at=T) for i in range(2, 5)
+    ]
     cassette = Cassette(
-        new_header("scripted", T, "anthropic 2.10.0", "x"), [exchange("GET", STREAM_PATH, {"sse": events})]
+        new_header("scripted", T, "anthropic 2.10.0", "x"),
+        [exchange("GET", STREAM_PATH, {"sse": events})],
     )
-    with ReplayServer(cassette, speed=1) as replay, RecordingProxy(upstream=replay.base_url) as proxy:
+    with (
+        ReplayServer(cassette, speed=1) as replay,
+        RecordingProxy(upstream=replay.base_url) as proxy,
+    ):
         with sdk(proxy.base_url).beta.sessions.events.stream(SESSION_ID) as stream:
             assert next(iter(stream)).id == "sevt_1"
         time.sleep(0.5)  # the next event arrives at the proxy after the client has gone
@@ -369,11 +460,22 @@ def test_record_command_runs_a_command_through_the_proxy(tmp_path):
     )
     env = {**os.environ, "ANTHROPIC_API_KEY": BEARER_SECRET}
     with ReplayServer(source_path) as replay:
-        verb = [sys.executable, "-m", "tests.replay", "record", "--out", str(out), "--upstream", replay.base_url]
+        verb = [
+            sys.executable,
+            "-m",
+            "tests.replay",
+            "record",
+            "--out",
+            str(out),
+            "--upstream",
+            replay.base_url,
+        ]
         done = subprocess.run([*verb, "--", sys.executable, "-c", child], **RUN, env=env)
         assert done.returncode == 0, done.stderr
         assert replay.unplayed() == []
-        failed = subprocess.run([*verb, "--", sys.executable, "-c", "raise SystemExit(3)"], **RUN, env=env)
+        failed = subprocess.run(
+            [*verb, "--", sys.executable, "-c", "raise SystemExit(3)"], **RUN, env=env
+        )
     base_url, agent_id = done.stdout.split()
     assert base_url.startswith("http://127.0.0.1:") and agent_id == AGENT_ID
     recorded = Cassette.load(out)
@@ -381,4 +483,6 @@ def test_record_command_runs_a_command_through_the_proxy(tmp_path):
     assert BEARER_SECRET not in out.read_text()
     assert failed.returncode == 3
     assert Cassette.load(out.with_name("out.failed.jsonl")).exchanges == []
-    assert Cassette.load(out).exchanges == recorded.exchanges  # a failed run leaves the good cassette alone
+    assert (
+        Cassette.load(out).exchanges == recorded.exchanges
+    )  # a failed run leaves the good cassette alone

@@ -13,7 +13,12 @@ import anthropic
 import pytest
 from anthropic._models import validate_type
 from anthropic.lib.sessions import accumulate_managed_agents_event
-from anthropic.types.beta import BetaEnvironment, BetaFileMetadata, BetaManagedAgentsAgent, BetaManagedAgentsSession
+from anthropic.types.beta import (
+    BetaEnvironment,
+    BetaFileMetadata,
+    BetaManagedAgentsAgent,
+    BetaManagedAgentsSession,
+)
 from anthropic.types.beta.sessions import BetaManagedAgentsStreamSessionEvents
 
 from tests.replay.server import ReplayServer
@@ -68,7 +73,9 @@ def user_message(text: str) -> list[dict]:
 
 
 def create_agent(client: anthropic.Anthropic, model: str = MODEL) -> BetaManagedAgentsAgent:
-    return client.beta.agents.create(name=AGENT_NAME, model=model, system=AGENT_SYSTEM, tools=[TOOLSET_REQUEST])
+    return client.beta.agents.create(
+        name=AGENT_NAME, model=model, system=AGENT_SYSTEM, tools=[TOOLSET_REQUEST]
+    )
 
 
 def read_turn(stream) -> list:
@@ -94,7 +101,9 @@ def folded_text(events: list) -> str:
     """Deltas folded with the SDK's own accumulator, one snapshot per event id (as the docs show)."""
     snapshots: dict[str, object] = {}
     for ev in events:
-        key = {"event_start": lambda e: e.event.id, "event_delta": lambda e: e.event_id}.get(ev.type, lambda e: e.id)
+        key = {"event_start": lambda e: e.event.id, "event_delta": lambda e: e.event_id}.get(
+            ev.type, lambda e: e.id
+        )
         if ev.type in ("event_start", "event_delta", "agent.message"):
             snapshots[key(ev)] = accumulate_managed_agents_event(snapshots.get(key(ev)), ev)
     (message,) = snapshots.values()
@@ -133,7 +142,9 @@ def test_notebook_flow_round_trips_strictly():
         assert isinstance(session, BetaManagedAgentsSession) and session.id == SESSION_ID
 
         # Turn 1, the notebook's way: open the stream, then send inside it.
-        with client.beta.sessions.events.stream(session.id, event_deltas=["agent.message"]) as stream:
+        with client.beta.sessions.events.stream(
+            session.id, event_deltas=["agent.message"]
+        ) as stream:
             sent = client.beta.sessions.events.send(session.id, events=user_message(TASK))
             turn1 = read_turn(stream)
         assert sent.data[0].type == "user.message"
@@ -143,7 +154,9 @@ def test_notebook_flow_round_trips_strictly():
 
         # Turn 2, the other way round: send, then open the stream. Iterate to its end: the server closes it.
         client.beta.sessions.events.send(session.id, events=user_message(FOLLOW_UP))
-        with client.beta.sessions.events.stream(session.id, event_deltas=["agent.message"]) as stream:
+        with client.beta.sessions.events.stream(
+            session.id, event_deltas=["agent.message"]
+        ) as stream:
             turn2 = list(stream)
         assert [ev.type for ev in turn2][-1] == "session.status_idle"
         assert_own_classes(turn2)
@@ -153,7 +166,9 @@ def test_notebook_flow_round_trips_strictly():
             assert client.beta.sessions.retrieve(session.id).status == "idle"
 
         history = client.beta.sessions.events.list(session.id)
-        assert [ev.id for ev in history.data] == [ev.id for ev in turn1 + turn2 if hasattr(ev, "id")]
+        assert [ev.id for ev in history.data] == [
+            ev.id for ev in turn1 + turn2 if hasattr(ev, "id")
+        ]
         assert history.next_page is None
 
         outputs = client.beta.files.list(scope_id=session.id, betas=[BETA])
@@ -177,8 +192,12 @@ def test_stream_first_holds_events_until_the_send_is_answered():
     cassette = make_cassette([stream_exchange(turn, after=2), send_exchange(TASK, turn[1]["id"])])
     arrivals: list[tuple[float, str]] = []
     with ReplayServer(cassette) as fake, make_client(fake, timeout=10) as client:
-        with client.beta.sessions.events.stream(SESSION_ID, event_deltas=["agent.message"]) as stream:
-            reader = threading.Thread(target=lambda: arrivals.extend((time.monotonic(), e.type) for e in stream))
+        with client.beta.sessions.events.stream(
+            SESSION_ID, event_deltas=["agent.message"]
+        ) as stream:
+            reader = threading.Thread(
+                target=lambda: arrivals.extend((time.monotonic(), e.type) for e in stream)
+            )
             reader.start()
             time.sleep(0.3)
             assert arrivals == [], "events were delivered before the send they wait for"
@@ -264,10 +283,22 @@ def _stream_cassette(events: list[dict]) -> object:
 IDLE = event("session.status_idle", "sevt_9", stop_reason={"type": "end_turn"})
 BROKEN_STREAMS = {
     "unknown type": ([event("agent.telepathy", "sevt_1"), IDLE], "not in the SDK's stream union"),
-    "missing required field": ([event("agent.message", "sevt_1"), IDLE], "strict validation failed"),
-    "bad datetime": ([{**event("agent.thinking", "sevt_1"), "processed_at": "soon"}, IDLE], "strict validation"),
-    "does not end the turn": ([event("agent.message", "sevt_1", content=[])], "not idle/terminated"),
-    "idle without stop_reason": ([event("session.status_idle", "sevt_1")], "strict validation failed"),
+    "missing required field": (
+        [event("agent.message", "sevt_1"), IDLE],
+        "strict validation failed",
+    ),
+    "bad datetime": (
+        [{**event("agent.thinking", "sevt_1"), "processed_at": "soon"}, IDLE],
+        "strict validation",
+    ),
+    "does not end the turn": (
+        [event("agent.message", "sevt_1", content=[])],
+        "not idle/terminated",
+    ),
+    "idle without stop_reason": (
+        [event("session.status_idle", "sevt_1")],
+        "strict validation failed",
+    ),
 }
 
 
@@ -293,7 +324,10 @@ def _arrivals(fake: ReplayServer) -> tuple[float, list[float]]:
     # Warm up: the first strict validation of the event union builds its schema (tens of ms), which would
     # otherwise land in the first measured gap.
     validate_type(type_=BetaManagedAgentsStreamSessionEvents, value=IDLE)
-    with make_client(fake, timeout=10) as client, client.beta.sessions.events.stream(SESSION_ID) as stream:
+    with (
+        make_client(fake, timeout=10) as client,
+        client.beta.sessions.events.stream(SESSION_ID) as stream,
+    ):
         opened = time.monotonic()
         times = [time.monotonic() for _ in stream]
     return opened, times
@@ -304,7 +338,9 @@ def test_recorded_pace_is_reproduced(speed, recorded_ms):
     """Five events recorded `recorded_ms` apart arrive `recorded_ms / speed` apart, within 10 %."""
     gap_ms = recorded_ms / speed
     events = [event("agent.thinking", f"sevt_{i}") for i in range(4)] + [IDLE]
-    cassette = make_cassette([stream_exchange(events, after=None, deltas=False, delay_ms=recorded_ms)])
+    cassette = make_cassette(
+        [stream_exchange(events, after=None, deltas=False, delay_ms=recorded_ms)]
+    )
     with ReplayServer(cassette, speed=speed) as fake:
         opened, times = _arrivals(fake)
     gaps = [b - a for a, b in zip([opened, *times], times, strict=False)]
@@ -347,15 +383,21 @@ def test_unmatched_request_is_one_fast_readable_400():
 
 
 def test_other_unmatched_requests():
-    cassette = make_cassette([exchange("POST", "/v1/agents", {"json": agent_body()}, body={"json": {}}), RETRIEVE])
+    cassette = make_cassette(
+        [exchange("POST", "/v1/agents", {"json": agent_body()}, body={"json": {}}), RETRIEVE]
+    )
     with ReplayServer(cassette) as fake, make_client(fake) as client:
         client.post("/v1/agents", body={}, cast_to=object)
-        with pytest.raises(anthropic.BadRequestError, match="already played"):  # a POST is used once
+        with pytest.raises(
+            anthropic.BadRequestError, match="already played"
+        ):  # a POST is used once
             client.post("/v1/agents", body={}, cast_to=object)
         with pytest.raises(anthropic.BadRequestError, match="GET /v1/sessions/sesn_other"):
             client.beta.sessions.retrieve("sesn_other")
         # The docs' cURL examples add ?beta=true; it is not part of the match.
-        assert client.beta.sessions.retrieve(SESSION_ID, extra_query={"beta": "true"}).id == SESSION_ID
+        assert (
+            client.beta.sessions.retrieve(SESSION_ID, extra_query={"beta": "true"}).id == SESSION_ID
+        )
         assert [e["exchange"] for e in fake.log] == [1, None, None, 2]
 
 
@@ -407,7 +449,9 @@ def test_plain_requests_are_answered_without_delay():
             started = time.monotonic()
             client.beta.sessions.retrieve(SESSION_ID)
             took.append(time.monotonic() - started)
-    assert statistics.median(took) < 0.015, f"median {statistics.median(took) * 1000:.0f} ms per request"
+    assert statistics.median(took) < 0.015, (
+        f"median {statistics.median(took) * 1000:.0f} ms per request"
+    )
 
 
 # -- loopback only --------------------------------------------------------------------------------------------
@@ -416,7 +460,9 @@ def test_plain_requests_are_answered_without_delay():
 def _other_local_addresses() -> set[str]:
     found = set()
     with contextlib.suppress(OSError):
-        found.update(info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET))
+        found.update(
+            info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+        )
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         try:
             probe.connect(("192.0.2.1", 9))  # TEST-NET: nothing is sent, only a route is chosen
@@ -445,13 +491,18 @@ def test_listens_on_loopback_only():
 def test_client_disconnect_mid_stream_leaves_server_healthy(capfd):
     """Leave a paced stream after its first event: other requests are still answered at once, no traceback."""
     events = [event("agent.thinking", f"sevt_{i:02d}") for i in range(9)] + [IDLE]
-    cassette = make_cassette([stream_exchange(events, after=None, deltas=False, delay_ms=300), RETRIEVE])
+    cassette = make_cassette(
+        [stream_exchange(events, after=None, deltas=False, delay_ms=300), RETRIEVE]
+    )
     with ReplayServer(cassette, speed=1) as fake, make_client(fake, timeout=10) as client:
         with client.beta.sessions.events.stream(SESSION_ID) as stream:
             for ev in stream:
                 assert ev.type == "agent.thinking"
                 break  # leave after the first event of a 3-second stream
-        for pause_after in (0.7, 0):  # meanwhile the server writes further events into the closed connection
+        for pause_after in (
+            0.7,
+            0,
+        ):  # meanwhile the server writes further events into the closed connection
             started = time.monotonic()
             assert client.beta.sessions.retrieve(SESSION_ID).status == "idle"
             assert time.monotonic() - started < 0.25
@@ -464,9 +515,15 @@ def test_client_disconnect_mid_stream_leaves_server_healthy(capfd):
 
 
 def test_unplayed_exchanges_are_listed_and_named():
-    archive = exchange("POST", f"/v1/sessions/{SESSION_ID}/archive", {"json": session_body(archived_at="x")})
+    archive = exchange(
+        "POST", f"/v1/sessions/{SESSION_ID}/archive", {"json": session_body(archived_at="x")}
+    )
     cassette = make_cassette(
-        [exchange("POST", "/v1/agents", {"json": agent_body()}, body={"json": {}}), RETRIEVE, archive]
+        [
+            exchange("POST", "/v1/agents", {"json": agent_body()}, body={"json": {}}),
+            RETRIEVE,
+            archive,
+        ]
     )
     with ReplayServer(cassette) as fake, make_client(fake) as client:
         assert fake.unplayed() == [1, 2, 3]
@@ -489,8 +546,14 @@ def test_unplayed_exchanges_are_listed_and_named():
 
 
 def test_heartbeat_comments_are_ignored_by_the_sdk():
-    entries = [sse(event("agent.thinking", "sevt_1")), {"delay_ms": 0, "comment": "ping"}, sse(IDLE)]
-    cassette = make_cassette([exchange("GET", f"/v1/sessions/{SESSION_ID}/events/stream", {"sse": entries})])
+    entries = [
+        sse(event("agent.thinking", "sevt_1")),
+        {"delay_ms": 0, "comment": "ping"},
+        sse(IDLE),
+    ]
+    cassette = make_cassette(
+        [exchange("GET", f"/v1/sessions/{SESSION_ID}/events/stream", {"sse": entries})]
+    )
     check_cassette_events(cassette)
     with (
         ReplayServer(cassette) as fake,
@@ -513,8 +576,18 @@ def test_equivalent_spellings_from_other_recorders_still_match():
     part = {**upload_part("calc.py", CALC_PY), "size_bytes": len(CALC_PY)}
     cassette = make_cassette(
         [
-            exchange("POST", "/v1/files", {"json": file_body(FILE_ID, "calc.py", CALC_PY)}, body={"multipart": [part]}),
-            exchange("POST", f"/v1/agents/{AGENT_ID}/archive", {"json": agent_body(TS_ARCHIVED)}, body={"json": None}),
+            exchange(
+                "POST",
+                "/v1/files",
+                {"json": file_body(FILE_ID, "calc.py", CALC_PY)},
+                body={"multipart": [part]},
+            ),
+            exchange(
+                "POST",
+                f"/v1/agents/{AGENT_ID}/archive",
+                {"json": agent_body(TS_ARCHIVED)},
+                body={"json": None},
+            ),
         ]
     )
     with ReplayServer(cassette) as fake, make_client(fake) as client:

@@ -18,21 +18,50 @@ from tests.replay import SCENARIO_DIR
 
 # scenario -> (sentences that must appear in the outputs, the failing cell's error name or None)
 EXPECTED = {
-    "error_retrying": (["model_overloaded_error", "finished its turn (end_turn)", "All 6 original"], None),
-    "retries_exhausted": (["stopped early (retries_exhausted)", "No output file", "Archived the agent"], None),
-    "requires_action": (["(requires_action): edit", "waits for your confirmation", "always_allow"], None),
+    "error_retrying": (
+        ["model_overloaded_error", "finished its turn (end_turn)", "All 6 original"],
+        None,
+    ),
+    "retries_exhausted": (
+        ["stopped early (retries_exhausted)", "No output file", "Archived the agent"],
+        None,
+    ),
+    "requires_action": (
+        ["(requires_action): edit", "waits for your confirmation", "always_allow"],
+        None,
+    ),
     "refusal": (["The turn stopped early (refusal)", "No output file"], None),
     "budget_reached": (["The turn stopped early (budget_reached)", "No output file"], None),
-    "terminated": (["The session was terminated", "events in the session's history", "Archived the session"], None),
-    "dropped": (["The stream stopped before the turn ended", "(from history)", "end_turn", "All 6 original"], None),
-    "error_frame": (["The stream carried an error event (overloaded_error: Overloaded)", "All 6 original"], None),
+    "terminated": (
+        ["The session was terminated", "events in the session's history", "Archived the session"],
+        None,
+    ),
+    "dropped": (
+        [
+            "The stream stopped before the turn ended",
+            "(from history)",
+            "end_turn",
+            "All 6 original",
+        ],
+        None,
+    ),
+    "error_frame": (
+        ["The stream carried an error event (overloaded_error: Overloaded)", "All 6 original"],
+        None,
+    ),
     "stall": (["No event arrived for 2 s", "(from history)", "All 6 original"], None),
-    "http_401": (["invalid x-api-key", "No agent was created, so none to archive."], "AuthenticationError"),
+    "http_401": (
+        ["invalid x-api-key", "No agent was created, so none to archive."],
+        "AuthenticationError",
+    ),
     "http_404_environment": (
         ["not enabled for this organization", "Archived the agent", "No environment was created"],
         "NotFoundError",
     ),
-    "hostile": (["more characters]", "more lines]", "agent.hologram_projected", "All 6 original"], None),
+    "hostile": (
+        ["more characters]", "more lines]", "agent.hologram_projected", "All 6 original"],
+        None,
+    ),
 }
 TIME_BOUND_S = 60
 NOTEBOOK_BOUND_BYTES = 150_000  # the stored notebook stays small, whatever the agent printed
@@ -61,7 +90,9 @@ def test_scenario(name):
     stall = name == "stall"  # the only one that needs real time: the stream's silence
     started = time.monotonic()
     nb, fake, failed_cell = execute_like_a_reader(
-        SCENARIO_DIR / f"{name}.jsonl", env={"COOKBOOK_STREAM_TIMEOUT": "2"} if stall else None, speed=1 if stall else 0
+        SCENARIO_DIR / f"{name}.jsonl",
+        env={"COOKBOOK_STREAM_TIMEOUT": "2"} if stall else None,
+        speed=1 if stall else 0,
     )
     assert time.monotonic() - started < TIME_BOUND_S
     text, html, errors = outputs_of(nb)
@@ -77,14 +108,17 @@ def test_scenario(name):
     assert fake.unmatched() == [], fake.unmatched()
     assert fake.unplayed() == [], fake.unplayed_report()
     for kind, resource_id in created(fake):
-        assert any(e["method"] == "POST" and e["path"] == f"/v1/{kind}/{resource_id}/archive" for e in fake.log), (
-            f"{name}: {kind} {resource_id} was created but never archived"
-        )
+        assert any(
+            e["method"] == "POST" and e["path"] == f"/v1/{kind}/{resource_id}/archive"
+            for e in fake.log
+        ), f"{name}: {kind} {resource_id} was created but never archived"
 
     # Agent text is escaped in both renderings: no tag can form, not even in a viewer that
     # renders text/plain as HTML, and no event-handler attribute survives in the HTML.
     for rendering in (html, text):
-        assert not re.search(r"<\s*(script|img)", rendering, re.I), f"{name}: markup from the agent got through"
+        assert not re.search(r"<\s*(script|img)", rendering, re.I), (
+            f"{name}: markup from the agent got through"
+        )
     assert "onerror=" not in html.lower()
     assert len(json.dumps(nb)) < NOTEBOOK_BOUND_BYTES
 
@@ -94,6 +128,12 @@ def created(fake) -> list[tuple[str, str]]:
     found = []
     for entry in fake.log:
         kind = entry["path"].removeprefix("/v1/")
-        if entry["method"] == "POST" and kind in ("agents", "environments", "sessions") and entry["status"] == 200:
-            found.append((kind, fake.cassette.exchanges[entry["exchange"] - 1]["response"]["json"]["id"]))
+        if (
+            entry["method"] == "POST"
+            and kind in ("agents", "environments", "sessions")
+            and entry["status"] == 200
+        ):
+            found.append(
+                (kind, fake.cassette.exchanges[entry["exchange"] - 1]["response"]["json"]["id"])
+            )
     return found

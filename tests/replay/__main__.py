@@ -21,27 +21,45 @@ def main(argv: list[str] | None = None) -> int:
 
     serve = verbs.add_parser("serve", help="serve a cassette on loopback until Ctrl-C")
     run = verbs.add_parser(
-        "run", help="serve a cassette while a command runs (e.g. jupyter), then check it was all played"
+        "run",
+        help="serve a cassette while a command runs (e.g. jupyter), then check it was all played",
     )
     for p in (serve, run):
-        p.add_argument("--cassette", type=Path, default=Path(os.environ.get("REPLAY_CASSETTE") or SHIPPED_CASSETTE))
+        p.add_argument(
+            "--cassette",
+            type=Path,
+            default=Path(os.environ.get("REPLAY_CASSETTE") or SHIPPED_CASSETTE),
+        )
         p.add_argument("--port", type=int, default=0)
-        p.add_argument("--speed", type=float, default=None, help="0 = no waiting, 1 = recorded pace (env REPLAY_SPEED)")
+        p.add_argument(
+            "--speed",
+            type=float,
+            default=None,
+            help="0 = no waiting, 1 = recorded pace (env REPLAY_SPEED)",
+        )
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- command and arguments")
 
-    record = verbs.add_parser("record", help="record the live API through a loopback proxy into a cassette")
+    record = verbs.add_parser(
+        "record", help="record the live API through a loopback proxy into a cassette"
+    )
     record.add_argument("--out", type=Path, required=True)
     record.add_argument("--upstream", default="https://api.anthropic.com")
     record.add_argument("--port", type=int, default=0)
     record.add_argument(
-        "command", nargs=argparse.REMAINDER, help="-- command to run through the proxy (else until Ctrl-C)"
+        "command",
+        nargs=argparse.REMAINDER,
+        help="-- command to run through the proxy (else until Ctrl-C)",
     )
 
-    script = verbs.add_parser("script", help="generate a scripted cassette (real tool runs, no API key)")
+    script = verbs.add_parser(
+        "script", help="generate a scripted cassette (real tool runs, no API key)"
+    )
     script.add_argument("--script", type=Path, default=SHIPPED_SCRIPT)
     script.add_argument("--fixtures", type=Path, default=FIXTURES)
     script.add_argument(
-        "--scenario", default=None, help="a failure scenario name, or 'all' (writes into --out as a folder)"
+        "--scenario",
+        default=None,
+        help="a failure scenario name, or 'all' (writes into --out as a folder)",
     )
     script.add_argument("--out", type=Path, default=None)
 
@@ -66,7 +84,9 @@ def _run(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     with ReplayServer(args.cassette, port=args.port, speed=_speed(args)) as fake:
         try:
-            code = subprocess.run(command, env={**os.environ, **replay_env(fake.base_url)}).returncode
+            code = subprocess.run(
+                command, env={**os.environ, **replay_env(fake.base_url)}
+            ).returncode
         except KeyboardInterrupt:
             return 130
     if code == 0 and (problems := fake.problems()):

@@ -49,7 +49,9 @@ class Cassette:
             try:
                 records.append((n, json.loads(line)))
             except json.JSONDecodeError as err:
-                raise CassetteError(source, n, f"not valid JSON ({err.msg} at column {err.colno})") from None
+                raise CassetteError(
+                    source, n, f"not valid JSON ({err.msg} at column {err.colno})"
+                ) from None
         (header_line, header), body = records[0], records[1:]
         _check_header(header, source, header_line)
         exchanges = [ex for _, ex in body]
@@ -130,7 +132,9 @@ def is_send(exchange: dict[str, Any]) -> bool:
 
 def _check_header(header: Any, source: str | Path, line: int) -> None:
     if not isinstance(header, dict) or header.get("cassette") != FORMAT_VERSION:
-        raise CassetteError(source, line, f'the first line must be a header with "cassette": {FORMAT_VERSION}')
+        raise CassetteError(
+            source, line, f'the first line must be a header with "cassette": {FORMAT_VERSION}'
+        )
     if header.get("provenance") not in PROVENANCES:
         raise CassetteError(source, line, f"header provenance must be one of {PROVENANCES}")
     for key in ("created", "sdk", "description"):
@@ -138,14 +142,22 @@ def _check_header(header: Any, source: str | Path, line: int) -> None:
             raise CassetteError(source, line, f'header needs a string "{key}"')
 
 
-def _check_exchange(ex: Any, index: int, all_exchanges: list, source: str | Path, line: int) -> None:
+def _check_exchange(
+    ex: Any, index: int, all_exchanges: list, source: str | Path, line: int
+) -> None:
     def fail(problem: str) -> None:
         raise CassetteError(source, line, f"exchange {index}: {problem}")
 
-    if not isinstance(ex, dict) or not isinstance(ex.get("request"), dict) or not isinstance(ex.get("response"), dict):
+    if (
+        not isinstance(ex, dict)
+        or not isinstance(ex.get("request"), dict)
+        or not isinstance(ex.get("response"), dict)
+    ):
         fail('expected {"request": {...}, "response": {...}}')
     request, response = ex["request"], ex["response"]
-    if not isinstance(request.get("method"), str) or not str(request.get("path", "")).startswith("/"):
+    if not isinstance(request.get("method"), str) or not str(request.get("path", "")).startswith(
+        "/"
+    ):
         fail("request needs a method and a path starting with /")
     query = request.get("query", {})
     if not isinstance(query, dict) or not all(isinstance(v, list | str) for v in query.values()):
@@ -165,7 +177,11 @@ def _check_exchange(ex: Any, index: int, all_exchanges: list, source: str | Path
 
 def _check_event(event: Any, n: int, all_exchanges: list, fail) -> None:
     where = f"SSE event {n}"
-    if not isinstance(event, dict) or not isinstance(event.get("delay_ms"), int) or event["delay_ms"] < 0:
+    if (
+        not isinstance(event, dict)
+        or not isinstance(event.get("delay_ms"), int)
+        or event["delay_ms"] < 0
+    ):
         fail(f"{where} needs a non-negative integer delay_ms")
     if "comment" in event:
         if not isinstance(event["comment"], str):
@@ -176,5 +192,9 @@ def _check_event(event: Any, n: int, all_exchanges: list, fail) -> None:
         fail(f"{where}: the event name must be one non-empty line")
     if "after" in event:
         after = event["after"]
-        if not isinstance(after, int) or not 1 <= after <= len(all_exchanges) or not is_send(all_exchanges[after - 1]):
+        if (
+            not isinstance(after, int)
+            or not 1 <= after <= len(all_exchanges)
+            or not is_send(all_exchanges[after - 1])
+        ):
             fail(f"{where}: after={after!r} must name a POST .../events exchange (counted from 1)")

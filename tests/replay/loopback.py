@@ -22,7 +22,9 @@ class LoopbackHandler(BaseHTTPRequestHandler):
         pass
 
     def handle(self) -> None:
-        with contextlib.suppress(*CLIENT_GONE):  # a client dropping a kept-alive connection is normal
+        with contextlib.suppress(
+            *CLIENT_GONE
+        ):  # a client dropping a kept-alive connection is normal
             super().handle()
 
     def read_body(self) -> bytes:
@@ -38,7 +40,9 @@ class LoopbackHandler(BaseHTTPRequestHandler):
 
     def send_api_error(self, status: int, error_type: str, message: str) -> None:
         """An error in the API's shape; `x-should-retry: false` so the SDK reports it at once."""
-        data = json.dumps({"type": "error", "error": {"type": error_type, "message": message}}).encode()
+        data = json.dumps(
+            {"type": "error", "error": {"type": error_type, "message": message}}
+        ).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("x-should-retry", "false")
@@ -70,7 +74,10 @@ class LoopbackServer:
 
     def start(self) -> Self:
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=type(self).__name__, daemon=True
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=type(self).__name__,
+            daemon=True,
         )
         self._thread.start()
         return self

@@ -26,7 +26,9 @@ def request_key(request: dict[str, Any]) -> dict[str, Any]:
         if request.get(name) not in (None, {}, ""):
             key[name] = request[name]
     if "multipart" in key:
-        key["multipart"] = [{k: part[k] for k in PART_KEYS if k in part} for part in key["multipart"]]
+        key["multipart"] = [
+            {k: part[k] for k in PART_KEYS if k in part} for part in key["multipart"]
+        ]
     return key
 
 
@@ -56,7 +58,9 @@ def first_difference(recorded: Any, got: Any, where: str = "") -> str | None:
     return None
 
 
-def closest(key: dict[str, Any], candidates: list[tuple[int, dict[str, Any]]]) -> tuple[int, str] | None:
+def closest(
+    key: dict[str, Any], candidates: list[tuple[int, dict[str, Any]]]
+) -> tuple[int, str] | None:
     """The recorded exchange nearest to an unmatched request, and the first difference."""
     best = None
     for index, exchange in candidates:

@@ -20,7 +20,9 @@ FAKE = pytest.StashKey[ReplayServer]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    fake = ReplayServer(os.environ.get("REPLAY_CASSETTE") or SHIPPED_CASSETTE, speed=speed_from_env()).start()
+    fake = ReplayServer(
+        os.environ.get("REPLAY_CASSETTE") or SHIPPED_CASSETTE, speed=speed_from_env()
+    ).start()
     os.environ.update(replay_env(fake.base_url))
     config.stash[FAKE] = fake
 

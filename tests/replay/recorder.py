@@ -67,7 +67,13 @@ HOP_BY_HOP = {
 NOT_FORWARDED = HOP_BY_HOP | {"host", "accept-encoding", "content-length", "expect"}
 # Not passed back: the proxy frames the (decoded) body itself.
 NOT_RETURNED = HOP_BY_HOP | {"content-length", "content-encoding"}
-STORED_RESPONSE_HEADERS = ("content-type", "request-id", "retry-after", "retry-after-ms", "x-should-retry")
+STORED_RESPONSE_HEADERS = (
+    "content-type",
+    "request-id",
+    "retry-after",
+    "retry-after-ms",
+    "x-should-retry",
+)
 # Request headers whose values are credentials (also any header whose name mentions one of CREDENTIAL_WORDS).
 CREDENTIAL_HEADERS = {"authorization", "proxy-authorization", "x-api-key", "cookie"}
 CREDENTIAL_WORDS = ("auth", "key", "token", "secret", "password", "cookie")
@@ -106,7 +112,9 @@ class _Send:
 class _Stream:
     """One SSE connection being recorded."""
 
-    sends_path: str | None  # the path of the sends its events may wait for, or None (not a session stream)
+    sends_path: (
+        str | None
+    )  # the path of the sends its events may wait for, or None (not a session stream)
     arrived: float  # when the stream request reached the proxy
     last: float  # when the previous event (or the response headers) arrived
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -211,7 +219,9 @@ class _ProxyHandler(LoopbackHandler):
 
         headers = [(k, v) for k, v in self.headers.items() if k.lower() not in NOT_FORWARDED]
         headers.append(("Accept-Encoding", "identity"))
-        outgoing = httpx2.Request(self.command, self.owner.upstream + self.path, headers=headers, content=body)
+        outgoing = httpx2.Request(
+            self.command, self.owner.upstream + self.path, headers=headers, content=body
+        )
         try:
             upstream = self.owner._http.send(outgoing, stream=True)
         except httpx2.HTTPError as err:
@@ -248,7 +258,9 @@ class _ProxyHandler(LoopbackHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _relay_sse(self, n: int, request: dict[str, Any], arrived: float, upstream: httpx2.Response) -> None:
+    def _relay_sse(
+        self, n: int, request: dict[str, Any], arrived: float, upstream: httpx2.Response
+    ) -> None:
         response = {"status": upstream.status_code, "headers": stored_headers(upstream.headers)}
         stream = self.owner._open_stream(n, request, response, arrived)
         # Status and headers at once: the SDK's stream() returns only when they arrive.
@@ -274,12 +286,18 @@ class _ProxyHandler(LoopbackHandler):
                         self.owner._warn(f"exchange {n}: {warning}")
                 self.owner._add_events(stream, entries, now)  # recorded before the client sees it
                 self.write_chunk(chunk)
-        except httpx2.HTTPError as err:  # the upstream broke off: end the client's stream the same way
-            self.owner._warn(f"exchange {n}: the upstream stream ended with {type(err).__name__}: {err}")
+        except (
+            httpx2.HTTPError
+        ) as err:  # the upstream broke off: end the client's stream the same way
+            self.owner._warn(
+                f"exchange {n}: the upstream stream ended with {type(err).__name__}: {err}"
+            )
             self.close_connection = True
             return
         if pending := parser.pending():
-            self.owner._warn(f"exchange {n}: the stream ended inside a frame, not stored: {pending!r}")
+            self.owner._warn(
+                f"exchange {n}: the stream ended inside a frame, not stored: {pending!r}"
+            )
         self.write_chunk(b"")
 
     def _copy_headers(self, upstream: httpx2.Response) -> None:
@@ -298,16 +316,25 @@ class RecordingProxy(LoopbackServer):
 
     handler = _ProxyHandler
 
-    def __init__(self, upstream: str = DEFAULT_UPSTREAM, port: int = 0, description: str = DEFAULT_DESCRIPTION):
+    def __init__(
+        self,
+        upstream: str = DEFAULT_UPSTREAM,
+        port: int = 0,
+        description: str = DEFAULT_DESCRIPTION,
+    ):
         self.upstream = upstream.rstrip("/")
         self.description = description
         self.warnings: list[str] = []
-        self._exchanges: list[dict[str, Any] | None] = []  # per request in arrival order; None = no answer
+        self._exchanges: list[
+            dict[str, Any] | None
+        ] = []  # per request in arrival order; None = no answer
         self._sends: dict[int, _Send] = {}
         self._secrets: set[str] = set()
         self._lock = threading.Lock()
         # The SDK's own timeouts: 5 s to connect, 600 s for each read (also between SSE chunks).
-        self._http = httpx2.Client(timeout=httpx2.Timeout(600.0, connect=5.0), follow_redirects=False)
+        self._http = httpx2.Client(
+            timeout=httpx2.Timeout(600.0, connect=5.0), follow_redirects=False
+        )
         super().__init__(port)
 
     def stop(self) -> None:
@@ -319,7 +346,9 @@ class RecordingProxy(LoopbackServer):
         with self._lock:
             slots = copy.deepcopy(self._exchanges)
             secrets = sorted(self._secrets, key=len, reverse=True)
-        numbers = {old: new for new, old in enumerate((n for n, ex in enumerate(slots, 1) if ex), 1)}
+        numbers = {
+            old: new for new, old in enumerate((n for n, ex in enumerate(slots, 1) if ex), 1)
+        }
         exchanges = []
         for ex in filter(None, slots):
             for event in ex["response"].get("sse", []):
@@ -330,7 +359,10 @@ class RecordingProxy(LoopbackServer):
                         del event["after"]
             exchanges.append(scrub(ex, secrets))
         header = new_header(
-            "recorded", created=rfc3339_now(), sdk=f"anthropic {version('anthropic')}", description=self.description
+            "recorded",
+            created=rfc3339_now(),
+            sdk=f"anthropic {version('anthropic')}",
+            description=self.description,
         )
         return Cassette(header, exchanges)
 
@@ -358,13 +390,17 @@ class RecordingProxy(LoopbackServer):
                 self._sends[n] = _Send(request["path"], arrived)
         return n
 
-    def _answer(self, n: int, request: dict[str, Any], response: dict[str, Any], answered: float) -> None:
+    def _answer(
+        self, n: int, request: dict[str, Any], response: dict[str, Any], answered: float
+    ) -> None:
         with self._lock:
             self._exchanges[n - 1] = {"request": request, "response": response}
             if n in self._sends:
                 self._sends[n].answered = answered
 
-    def _open_stream(self, n: int, request: dict[str, Any], response: dict[str, Any], arrived: float) -> _Stream:
+    def _open_stream(
+        self, n: int, request: dict[str, Any], response: dict[str, Any], arrived: float
+    ) -> _Stream:
         path = request["path"]
         sends_path = path.removesuffix("/stream") if path.endswith("/events/stream") else None
         stream = _Stream(sends_path, arrived, last=time.monotonic())
@@ -408,8 +444,17 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def recording_env(base_url: str) -> dict[str, str]:
     """The environment for a command recorded through the proxy: its own key, the proxy's URL."""
-    no_proxy = ",".join(filter(None, [os.environ.get("NO_PROXY") or os.environ.get("no_proxy"), "127.0.0.1,localhost"]))
-    return {**os.environ, "ANTHROPIC_BASE_URL": base_url, "NO_PROXY": no_proxy, "no_proxy": no_proxy}
+    no_proxy = ",".join(
+        filter(
+            None, [os.environ.get("NO_PROXY") or os.environ.get("no_proxy"), "127.0.0.1,localhost"]
+        )
+    )
+    return {
+        **os.environ,
+        "ANTHROPIC_BASE_URL": base_url,
+        "NO_PROXY": no_proxy,
+        "no_proxy": no_proxy,
+    }
 
 
 def record(
@@ -436,10 +481,18 @@ def record(
             print(proxy.base_url, flush=True)
             try:
                 if command:
-                    print(f"Recording {proxy.upstream} while running: {' '.join(command)}", file=sys.stderr)
-                    code = subprocess.run(list(command), env=recording_env(proxy.base_url)).returncode
+                    print(
+                        f"Recording {proxy.upstream} while running: {' '.join(command)}",
+                        file=sys.stderr,
+                    )
+                    code = subprocess.run(
+                        list(command), env=recording_env(proxy.base_url)
+                    ).returncode
                 else:
-                    print(f"Recording {proxy.upstream} into {out}; press Ctrl-C to stop and write.", file=sys.stderr)
+                    print(
+                        f"Recording {proxy.upstream} into {out}; press Ctrl-C to stop and write.",
+                        file=sys.stderr,
+                    )
                     while True:
                         time.sleep(3600)
             except KeyboardInterrupt:
@@ -454,5 +507,7 @@ def record(
         print(f"warning: {warning}", file=sys.stderr)
     print(f"Wrote {len(cassette.exchanges)} exchanges to {target}", file=sys.stderr)
     if code:
-        print(f"The command ended with exit code {code}; {out} was left as it was.", file=sys.stderr)
+        print(
+            f"The command ended with exit code {code}; {out} was left as it was.", file=sys.stderr
+        )
     return code

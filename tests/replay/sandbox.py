@@ -15,7 +15,11 @@ from pathlib import Path
 
 UPLOADS, WORKSPACE, OUTPUTS = "/mnt/session/uploads", "/mnt/user", "/mnt/session/outputs"
 # A fixed environment, so the same script gives byte-identical output on every machine run.
-COMMAND_ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+COMMAND_ENV = {
+    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+    "LC_ALL": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
 
 
 class Sandbox:
@@ -69,7 +73,9 @@ class Sandbox:
         target = self._writable(file_path)
         text = target.read_text()
         if text.count(old_string) != 1:
-            raise ValueError(f"old_string must occur exactly once in {file_path}; found {text.count(old_string)}")
+            raise ValueError(
+                f"old_string must occur exactly once in {file_path}; found {text.count(old_string)}"
+            )
         target.write_text(text.replace(old_string, new_string))
         return f"Edited {file_path}: 1 replacement."
 

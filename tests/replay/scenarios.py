@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-HOSTILE_TEXT = "Odd output <script>alert('xss')</script> <img src=x onerror=alert(1)> \x1b[31mred\x1b[0m"
+HOSTILE_TEXT = (
+    "Odd output <script>alert('xss')</script> <img src=x onerror=alert(1)> \x1b[31mred\x1b[0m"
+)
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,9 @@ SCENARIOS = {
     s.name: s
     for s in [
         Scenario(
-            "error_retrying", "a session.error that the platform retries; the turn recovers", ending="error_retrying"
+            "error_retrying",
+            "a session.error that the platform retries; the turn recovers",
+            ending="error_retrying",
         ),
         Scenario(
             "retries_exhausted",
@@ -38,10 +42,16 @@ SCENARIOS = {
             ending="retries_exhausted",
         ),
         Scenario(
-            "requires_action", "a tool call waits for confirmation: idle with requires_action", ending="requires_action"
+            "requires_action",
+            "a tool call waits for confirmation: idle with requires_action",
+            ending="requires_action",
         ),
         Scenario("refusal", "the model refuses: idle with stop_reason refusal", ending="refusal"),
-        Scenario("budget_reached", "the session's budget runs out: idle with budget_reached", ending="budget_reached"),
+        Scenario(
+            "budget_reached",
+            "the session's budget runs out: idle with budget_reached",
+            ending="budget_reached",
+        ),
         Scenario("terminated", "the session is terminated mid-turn", ending="terminated"),
         Scenario("dropped", "the connection drops before the turn ends", stream_cut=("drop", 40)),
         Scenario(
@@ -49,7 +59,9 @@ SCENARIOS = {
             "an `event: error` frame (overloaded_error) inside the stream",
             stream_cut=("error_frame", 40),
         ),
-        Scenario("stall", "the stream goes silent for ten minutes part-way", stream_cut=("stall", 40)),
+        Scenario(
+            "stall", "the stream goes silent for ten minutes part-way", stream_cut=("stall", 40)
+        ),
         Scenario(
             "http_401",
             "401 on the first create call",
@@ -82,11 +94,16 @@ SCENARIOS = {
                 {
                     "tool": {
                         "name": "bash",
-                        "input": {"command": "python3 -c \"print('0123456789abcdef <b>bold</b>\\n' * 36000, end='')\""},
+                        "input": {
+                            "command": "python3 -c \"print('0123456789abcdef <b>bold</b>\\n' * 36000, end='')\""
+                        },
                     }
                 },
             ],
-            unknown_event={"type": "agent.hologram_projected", "payload": "<script>alert('unknown')</script>"},
+            unknown_event={
+                "type": "agent.hologram_projected",
+                "payload": "<script>alert('unknown')</script>",
+            },
         ),
     ]
 }

@@ -41,7 +41,11 @@ class _ReplayHandler(LoopbackHandler):
     def _serve(self) -> None:
         url = urlsplit(self.path)
         body = self.read_body()
-        request = {"method": self.command, "path": unquote(url.path), "query": canonical_query(url.query)}
+        request = {
+            "method": self.command,
+            "path": unquote(url.path),
+            "query": canonical_query(url.query),
+        }
         key = request_key(request | request_body(self.headers.get("content-type", ""), body))
         n, reason = self.owner.match(key)
         entry = {"method": self.command, "path": key["path"], "query": key["query"], "exchange": n}
@@ -92,7 +96,11 @@ class _ReplayHandler(LoopbackHandler):
         self.write_chunk(b"")
 
     def _send_headers(self, response: dict[str, Any], default_type: str) -> None:
-        headers = {k.lower(): v for k, v in response.get("headers", {}).items() if k.lower() not in HOP_HEADERS}
+        headers = {
+            k.lower(): v
+            for k, v in response.get("headers", {}).items()
+            if k.lower() not in HOP_HEADERS
+        }
         headers.setdefault("content-type", default_type)
         for name, value in headers.items():
             self.send_header(name, value)
@@ -154,10 +162,15 @@ class ReplayServer(LoopbackServer):
         query = "&".join(f"{k}={v}" for k, values in key["query"].items() for v in values)
         described = f"{key['method']} {key['path']}" + (f"?{query}" if query else "")
         if same:
-            return None, f"Replay: {described} was already played (exchange {same[-1]}) and is not a GET to repeat."
+            return (
+                None,
+                f"Replay: {described} was already played (exchange {same[-1]}) and is not a GET to repeat.",
+            )
         numbered = list(enumerate(exchanges, 1))
         # Prefer what is still to be played: a second, differing send is compared with its own recording.
-        near = closest(key, [(n, ex) for n, ex in numbered if n not in self.played]) or closest(key, numbered)
+        near = closest(key, [(n, ex) for n, ex in numbered if n not in self.played]) or closest(
+            key, numbered
+        )
         if near is None:
             return None, f"Replay: {described} matches nothing; the cassette has no exchanges."
         n, diff = near

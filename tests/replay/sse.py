@@ -80,4 +80,6 @@ def frame_entry(lines: list[str]) -> tuple[dict[str, Any], str | None]:
     raw = " | ".join(lines)
     if name is None or name == "ping" or (not text and name != "error"):
         return {"comment": raw}, None  # a frame the SDK skips without a word
-    return {"comment": f"unreplayable frame: {raw}"}, f"SSE frame {raw!r}: data is not a JSON object"
+    return {
+        "comment": f"unreplayable frame: {raw}"
+    }, f"SSE frame {raw!r}: data is not a JSON object"

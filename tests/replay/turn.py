@@ -32,7 +32,9 @@ class Ids:
 
     def __call__(self, prefix: str) -> str:
         self.count += 1
-        digest = int.from_bytes(hashlib.sha256(f"{self.seed}/{prefix}/{self.count}".encode()).digest())
+        digest = int.from_bytes(
+            hashlib.sha256(f"{self.seed}/{prefix}/{self.count}".encode()).digest()
+        )
         tail = "".join(B62[(digest >> (6 * i)) % 62] for i in range(22))
         return f"{prefix}_011C{tail}"
 
@@ -63,11 +65,15 @@ class Turn:
 
 
 class AgentTurn:
-    def __init__(self, ids: Ids, clock: Clock, scenario: Scenario, box: Sandbox, system_prompt: str):
+    def __init__(
+        self, ids: Ids, clock: Clock, scenario: Scenario, box: Sandbox, system_prompt: str
+    ):
         self.ids, self.clock, self.scenario, self.box = ids, clock, scenario, box
         self.turn = Turn()
         self.usage = {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0}
-        self.context = [len(system_prompt)]  # characters the model has seen, for plausible token counts
+        self.context = [
+            len(system_prompt)
+        ]  # characters the model has seen, for plausible token counts
 
     def run(self, steps: list[dict[str, Any]], user_event: dict[str, Any]) -> Turn:
         sc = self.scenario
@@ -83,7 +89,9 @@ class AgentTurn:
                 self.emit((100, 200), dict(sc.unknown_event))
             if step_no == sc.at and sc.ending == "error_retrying":
                 self.model_request(None, None, failed=True)
-                self.session_error("model_overloaded_error", "The model is overloaded; retrying.", "retrying")
+                self.session_error(
+                    "model_overloaded_error", "The model is overloaded; retrying.", "retrying"
+                )
             tool_use = self.model_request(step.get("say"), step.get("tool"))
             if tool_use is None:
                 self.go_idle({"type": "end_turn"})
@@ -100,12 +108,18 @@ class AgentTurn:
         """Add one event to the stream and, unless it is a preview, to the history."""
         gap = self.clock.tick(delay)
         if persisted:
-            data = {"id": data.pop("id", None) or self.ids("sevt"), **data, "processed_at": self.clock.stamp()}
+            data = {
+                "id": data.pop("id", None) or self.ids("sevt"),
+                **data,
+                "processed_at": self.clock.stamp(),
+            }
             self.turn.history.append(data)
         self.turn.stream.append({"delay_ms": gap, "event": data["type"], "data": data})
         return data
 
-    def model_request(self, say: str | None, tool: dict | None, failed=False, ask=False) -> dict | None:
+    def model_request(
+        self, say: str | None, tool: dict | None, failed=False, ask=False
+    ) -> dict | None:
         """One model request; returns its agent.tool_use event, if it asked for a tool."""
         start = self.emit((60, 160), {"type": "span.model_request_start"})
         tool_use = None
@@ -117,7 +131,12 @@ class AgentTurn:
                 permission = {"evaluated_permission": "ask", "evaluation": {"type": "always_ask"}}
             tool_use = self.emit(
                 (400, 900) if say else (2000, 3500),
-                {"type": "agent.tool_use", "name": tool["name"], "input": tool["input"], **permission},
+                {
+                    "type": "agent.tool_use",
+                    "name": tool["name"],
+                    "input": tool["input"],
+                    **permission,
+                },
             )
         out = 0 if failed else 12 + (len(say or "") + len(json.dumps(tool or {}))) // 4
         inp = 0 if failed else sum(self.context) // 4 + 2200
@@ -129,7 +148,11 @@ class AgentTurn:
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
         }
-        end = {"type": "span.model_request_end", "model_request_start_id": start["id"], "is_error": failed}
+        end = {
+            "type": "span.model_request_end",
+            "model_request_start_id": start["id"],
+            "is_error": failed,
+        }
         self.emit((15, 40), {**end, "model_usage": model_usage})
         self.context.append(out * 4)
         return tool_use
@@ -143,16 +166,34 @@ class AgentTurn:
         while words:
             size = self.clock.rng.randint(2, 5)
             fragment, words = "".join(words[:size]), words[size:]
-            delta = {"type": "content_delta", "index": 0, "content": {"type": "text", "text": fragment}}
-            self.emit((35, 80), {"type": "event_delta", "event_id": message_id, "delta": delta}, persisted=False)
-        self.emit((20, 50), {"id": message_id, "type": "agent.message", "content": [{"type": "text", "text": text}]})
+            delta = {
+                "type": "content_delta",
+                "index": 0,
+                "content": {"type": "text", "text": fragment},
+            }
+            self.emit(
+                (35, 80),
+                {"type": "event_delta", "event_id": message_id, "delta": delta},
+                persisted=False,
+            )
+        self.emit(
+            (20, 50),
+            {
+                "id": message_id,
+                "type": "agent.message",
+                "content": [{"type": "text", "text": text}],
+            },
+        )
 
     def run_tool(self, tool_use: dict[str, Any]) -> None:
         text, is_error = self.box.run(tool_use["name"], tool_use["input"])
         self.context.append(len(text))
         result = {"type": "agent.tool_result", "tool_use_id": tool_use["id"], "is_error": is_error}
         slow = tool_use["name"] == "bash"
-        self.emit((900, 2200) if slow else (60, 180), {**result, "content": [{"type": "text", "text": text}]})
+        self.emit(
+            (900, 2200) if slow else (60, 180),
+            {**result, "content": [{"type": "text", "text": text}]},
+        )
 
     def session_error(self, error_type: str, message: str, retry: str) -> None:
         error = {"type": error_type, "message": message, "retry_status": {"type": retry}}
@@ -177,10 +218,13 @@ class AgentTurn:
                 self.model_request(None, None)
                 explanation = "The request was declined by the model."
                 self.go_idle(
-                    {"type": "refusal"}, stop_details={"type": "refusal", "category": None, "explanation": explanation}
+                    {"type": "refusal"},
+                    stop_details={"type": "refusal", "category": None, "explanation": explanation},
                 )
             case "terminated":
-                self.session_error("unknown_error", "The session's container stopped unexpectedly.", "terminal")
+                self.session_error(
+                    "unknown_error", "The session's container stopped unexpectedly.", "terminal"
+                )
                 self.emit((40, 90), {"type": "session.status_terminated"})
                 self.turn.status = "terminated"
             case _:
@@ -200,5 +244,8 @@ class AgentTurn:
         else:
             del stream[at:]
         if kind == "error_frame":
-            error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+            error = {
+                "type": "error",
+                "error": {"type": "overloaded_error", "message": "Overloaded"},
+            }
             stream.append({"delay_ms": 40, "event": "error", "data": error})
