@@ -11,11 +11,15 @@ import base64
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
+from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import anthropic
 import httpx2
@@ -23,7 +27,12 @@ import pytest
 
 from tests.replay import ROOT
 from tests.replay.cassette import Cassette, new_header
-from tests.replay.recorder import REDACTED, STORED_RESPONSE_HEADERS, RecordingProxy
+from tests.replay.recorder import (
+    REDACTED,
+    STORED_RESPONSE_HEADERS,
+    RecordingProxy,
+    response_body,
+)
 from tests.replay.server import ReplayServer
 from tests.replay.sse import SSEParser, frame_entry
 
@@ -180,10 +189,13 @@ def source_cassette() -> Cassette:
 
 
 def sdk(base_url: str, **options) -> anthropic.Anthropic:
+    """The real SDK, strict, no retries, and a 5 s bound on every read: should SSE stop being
+    flushed through, a stream test fails with APITimeoutError instead of waiting 600 s."""
     return anthropic.Anthropic(
         base_url=base_url,
         api_key=BEARER_SECRET,
         max_retries=0,
+        timeout=5,
         _strict_response_validation=True,
         **options,
     )
@@ -388,7 +400,8 @@ def test_sse_passes_through_unbuffered(tmp_path):
         recorded = proxy.cassette().exchanges[0]["response"]["sse"]
 
     assert len(arrivals) == 4
-    assert arrivals[0] < 0.25, f"first event only after {arrivals[0]:.2f}s"
+    # the stream lasts 0.9 s; a first event well before that was not held back (loose: CI load)
+    assert arrivals[0] < 0.6, f"first event only after {arrivals[0]:.2f}s"
     assert arrivals[-1] - arrivals[0] > 0.6, f"events arrived together: {arrivals}"
     assert [e.get("event", e.get("comment")) for e in recorded] == [
         e.get("event", e.get("comment")) for e in events
@@ -455,7 +468,8 @@ def test_record_command_runs_a_command_through_the_proxy(tmp_path):
     cassette.exchanges = cassette.exchanges[:1]
     cassette.save(source_path)
     child = (
-        "import anthropic; c = anthropic.Anthropic(max_retries=0, _strict_response_validation=True); "
+        "import anthropic; "
+        "c = anthropic.Anthropic(max_retries=0, timeout=5, _strict_response_validation=True); "
         f"print(c.beta.agents.create(**{AGENT_REQUEST!r}).id)"
     )
     env = {**os.environ, "ANTHROPIC_API_KEY": BEARER_SECRET}
@@ -486,3 +500,334 @@ def test_record_command_runs_a_command_through_the_proxy(tmp_path):
     assert (
         Cassette.load(out).exchanges == recorded.exchanges
     )  # a failed run leaves the good cassette alone
+
+
+# -- credentials: each protection on its own --------------------------------------------------
+#
+# The recorder keeps credentials out of a cassette in independent ways: request headers are not
+# stored; only allowlisted response headers are; the values of credential headers (the token
+# after "Bearer", each cookie piece, any header named like a credential) are replaced by
+# [REDACTED] in every stored string and JSON key, inside SSE entries and inside decoded
+# base64 bodies; JSON fields named like credentials are redacted whoever sent them. Each test
+# below fails when its own protection is removed and the others still work.
+
+KEY = "sk-ant-api03-echoKEY_0123456789-abcdef"  # the caller's key, which the upstream echoes
+ISSUED = "issued-by-upstream-7f3a9c1e"  # a credential only the upstream knows
+# JSON field names (any depth, any case) whose value is a credential, spelled out here on purpose
+# rather than imported: each one is checked on its own with a value no header carried.
+CREDENTIAL_NAMED = [
+    "access_token",
+    "api_key",
+    "authorization",
+    "authorization_token",
+    "client_secret",
+    "password",
+    "refresh_token",
+    "secret",
+    "secret_value",
+    "token",
+    "X-Api-Key",
+]
+PNG = b"\x89PNG\r\n\x1a\n\x00"
+VAULT_ID = "vlt_011CZkZpUoPuxVjHv6DJx4Nc"
+VAULT_SECRETS = {
+    "token": "static-bearer-for-mcp-1a2b3c",
+    "access_token": "oauth-access-4d5e6f7a8b",
+    "refresh_token": "oauth-refresh-9c0d1e2f3a",
+    "client_secret": "oauth-client-4b5c6d7e8f",
+    "secret_value": "env-var-secret-0a1b2c3d",
+}
+CARRIERS = {  # how the caller sends KEY; None: the real SDK (Authorization: Bearer KEY)
+    "bearer-via-sdk": None,
+    "x-api-key": {"x-api-key": KEY},  # as the API's cURL examples do
+    "cookie-piece": {"cookie": f"theme=dark; session={KEY}"},
+    "auth-named-header": {"x-custom-auth-token": KEY},
+}
+
+
+def caller_key(headers) -> str:
+    """The credential a request carried, however it was sent: what a careless upstream echoes."""
+    auth = headers.get("authorization", "")
+    cookie = SimpleCookie(headers.get("cookie", ""))
+    return (
+        headers.get("x-api-key")
+        or headers.get("x-custom-auth-token")
+        or (auth[len("Bearer ") :] if auth.startswith("Bearer ") else "")
+        or (cookie["session"].value if "session" in cookie else "no credential")
+    )
+
+
+def echo_response(path: str, key: str) -> tuple[int, str, bytes]:
+    """Status, content type and body the echo upstream answers `path` with, `key` inside."""
+    if path == "/v1/echo/note":  # under an innocent name, in free text, as a name
+        body = {"note": key, "items": [{"text": f"called with {key} today"}], key: "a name"}
+        return 200, "application/json", json.dumps(body).encode()
+    if path == "/v1/echo/error":
+        error = {"type": "authentication_error", "message": f"invalid x-api-key: {key}"}
+        return 401, "application/json", json.dumps({"type": "error", "error": error}).encode()
+    if path == "/v1/files/file_text/content":
+        return 200, "text/plain; charset=utf-8", f"api_key={key}\n".encode()
+    if path == "/v1/files/file_binary/content":
+        return 200, "application/octet-stream", PNG + key.encode() + b"\xff\xfe"
+    if path == STREAM_PATH:
+        message = {
+            "type": "agent.message",
+            "id": "sevt_1",
+            "processed_at": T,
+            "content": [{"type": "text", "text": f"Your key is {key}."}],
+        }
+        idle = {"type": "session.status_idle", "id": "sevt_2", "processed_at": T}
+        idle["stop_reason"] = {"type": "end_turn"}
+        frames = [
+            f": keepalive for {key}",
+            "",
+            "event: agent.message",
+            f"data: {json.dumps(message)}",
+        ]
+        frames += ["", "event: session.status_idle", f"data: {json.dumps(idle)}", "", ""]
+        return 200, "text/event-stream", "\n".join(frames).encode()
+    # anything else, such as a vault credential create: credentials the upstream issues
+    grants = [{name: issued(name)} for name in CREDENTIAL_NAMED]
+    body = {"id": "vcrd_1", "type": "vault_credential", "grants": grants}
+    return 200, "application/json", json.dumps(body).encode()
+
+
+def issued(field: str) -> str:
+    return f"issued-{field.lower()}-{ISSUED}"
+
+
+ECHO_REQUESTS = [
+    ("POST", "/v1/echo/note"),
+    ("POST", "/v1/echo/error"),
+    ("GET", "/v1/files/file_text/content"),
+    ("GET", "/v1/files/file_binary/content"),
+    ("GET", STREAM_PATH),
+]
+
+
+class CredentialEcho(BaseHTTPRequestHandler):
+    """A careless upstream: repeats the caller's credential in its body and in `request-id`, and
+    hands out credentials of its own (`ISSUED`) in a cookie and a session header."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):
+        pass
+
+    def do_GET(self):
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        key = caller_key(self.headers)
+        status, content_type, data = echo_response(urlsplit(self.path).path, key)
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("request-id", f"req_{key}")
+        self.send_header("Set-Cookie", f"sid={ISSUED}; HttpOnly")
+        self.send_header("x-upstream-session", ISSUED)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_POST = do_GET
+
+
+@pytest.fixture(scope="module")
+def echo_upstream():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), CredentialEcho)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def key_client(base_url: str) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=base_url, api_key=KEY, max_retries=0, timeout=5)
+
+
+def strings_in(value, where: str):
+    """Every string in a JSON value, keys included, with where it sits."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield f"{where} key {key!r}", str(key)
+            yield from strings_in(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from strings_in(item, f"{where}[{i}]")
+    elif isinstance(value, str):
+        yield where, value
+
+
+BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{12,}={0,2}")
+
+
+def base64_decodings(text: str):
+    """Every way a string, or a run of base64 characters inside it, decodes as base64."""
+    for run in BASE64_RUN.findall(text):
+        for start in range(4):  # a run need not start where its encoding did
+            chunk = run[start:].rstrip("=")
+            chunk = chunk[:-1] if len(chunk) % 4 == 1 else chunk  # one char short of a byte
+            for decode in (base64.b64decode, base64.urlsafe_b64decode):
+                try:
+                    yield decode(chunk + "=" * (-len(chunk) % 4))
+                except ValueError:
+                    pass
+
+
+def assert_secret_absent(path: Path, secret: str) -> None:
+    """`secret` is nowhere in the written cassette: not in its raw bytes, not in any string or
+    key at any depth (SSE data and comments included), not inside anything base64 decodes."""
+    raw = path.read_bytes()
+    found = ["raw bytes"] if secret.encode() in raw else []
+    for n, line in enumerate(raw.decode("utf-8").splitlines(), 1):
+        for where, text in strings_in(json.loads(line), f"line {n}"):
+            if secret in text:
+                found.append(where)
+            elif any(secret.encode() in data for data in base64_decodings(text)):
+                found.append(f"{where} (base64-decoded)")
+    assert not found, f"{secret!r} was written to {path.name}: {found}"
+
+
+def test_assert_secret_absent_finds_every_hidden_copy(tmp_path):
+    """The checker itself: a secret hidden as a key, in a comment or in base64 is found."""
+    secret = "sk-ant-hidden-0123456789"
+    blob = base64.b64encode(b"\x00\x01" + secret.encode()).decode()
+    hiding_places = [
+        {"json": {secret: 1}},
+        {"sse": [{"delay_ms": 0, "comment": f"ping {secret}"}]},
+        {"body_b64": blob},
+        {"json": {"note": f"see {blob}."}},
+        {"text": base64.urlsafe_b64encode(b"x" + secret.encode()).decode()},
+    ]
+    header = new_header("recorded", T, "anthropic 2.10.0", "x")
+    for i, body in enumerate(hiding_places):
+        path = tmp_path / f"{i}.jsonl"
+        Cassette(header, [exchange("GET", "/v1/x", body)]).save(path)
+        with pytest.raises(AssertionError, match="was written"):
+            assert_secret_absent(path, secret)
+    Cassette(header, [exchange("GET", "/v1/x", {"json": {"note": REDACTED}})]).save(path)
+    assert_secret_absent(path, secret)
+
+
+def record_echoes(base_url: str, headers: dict | None) -> None:
+    """Every request in ECHO_REQUESTS, by the real SDK (headers None) or raw httpx2."""
+    if headers is None:
+        client = key_client(base_url)
+        client.post("/v1/echo/note", body={"note": KEY}, cast_to=object)  # the key sent in a body
+        with pytest.raises(anthropic.AuthenticationError, match="invalid x-api-key"):
+            client.post("/v1/echo/error", cast_to=object)
+        assert client.beta.files.download("file_text").text() == f"api_key={KEY}\n"
+        assert client.beta.files.download("file_binary").read() == PNG + KEY.encode() + b"\xff\xfe"
+        with client.beta.sessions.events.stream(SESSION_ID) as stream:
+            assert [event.type for event in stream] == ["agent.message", "session.status_idle"]
+        return
+    with httpx2.Client(base_url=base_url, headers=headers, timeout=5) as http:
+        for method, path in ECHO_REQUESTS:
+            body = {"note": KEY} if method == "POST" else None
+            answer = http.request(method, path, json=body, params={"ref": KEY})
+            assert KEY.encode() in answer.content, f"{path}: the upstream did not echo the key"
+
+
+@pytest.mark.parametrize("carrier", list(CARRIERS))
+def test_the_key_is_scrubbed_wherever_the_upstream_echoes_it(tmp_path, echo_upstream, carrier):
+    """The value of every credential header is collected and replaced by [REDACTED] wherever
+    the upstream echoes it: under an innocent name, in free text, as a JSON key, in an error
+    message, a text/plain body, a binary body, an SSE comment and data frame, `request-id`.
+
+    The carriers single out how a value is collected: `bearer-via-sdk` the token after
+    "Bearer", `cookie-piece` a cookie's value, `auth-named-header` a header named like a
+    credential, `x-api-key` the raw header of the cURL examples.
+    """
+    out = tmp_path / "echo.jsonl"
+    with RecordingProxy(upstream=echo_upstream) as proxy:
+        record_echoes(proxy.base_url, CARRIERS[carrier])
+        proxy.save(out)
+
+    assert_secret_absent(out, KEY)
+    recorded = Cassette.load(out).exchanges
+    assert [ex["request"]["path"] for ex in recorded] == [path for _, path in ECHO_REQUESTS]
+    for ex in recorded:  # each echo is kept, with the key replaced, so the check above is not empty
+        status, content_type, data = echo_response(ex["request"]["path"], REDACTED)
+        response = {k: v for k, v in ex["response"].items() if k != "headers"}
+        if "sse" in response:
+            response["sse"] = [
+                {k: v for k, v in e.items() if k != "delay_ms"} for e in ex["response"]["sse"]
+            ]
+            expected = {"sse": [frame_entry(f)[0] for f in SSEParser().feed(data)]}
+        else:
+            expected = response_body(content_type, data)
+        assert response == {"status": status, **expected}, ex["request"]["path"]
+        assert ex["response"]["headers"]["request-id"] == f"req_{REDACTED}"
+    assert recorded[0]["request"]["json"] == {"note": REDACTED}
+
+
+def test_request_headers_are_not_stored(tmp_path, echo_upstream):
+    """No request header is stored, so a credential in one whose name gives no hint (and which
+    the upstream does not echo) cannot reach the cassette either."""
+    opaque = "opaque-session-handle-5e8d2b7a"
+    out = tmp_path / "headers.jsonl"
+    with RecordingProxy(upstream=echo_upstream) as proxy:
+        httpx2.post(f"{proxy.base_url}/v1/echo/note", headers={"x-session-handle": opaque}, json={})
+        proxy.save(out)
+
+    assert_secret_absent(out, opaque)
+    [recorded] = Cassette.load(out).exchanges
+    assert recorded["request"] == {"method": "POST", "path": "/v1/echo/note", "json": {}}
+
+
+def test_only_allowlisted_response_headers_are_stored(tmp_path, echo_upstream):
+    """A credential the upstream hands out in a header (Set-Cookie, a session header) is not
+    stored: of the response headers only STORED_RESPONSE_HEADERS are kept."""
+    out = tmp_path / "response-headers.jsonl"
+    with RecordingProxy(upstream=echo_upstream) as proxy:
+        answer = httpx2.post(f"{proxy.base_url}/v1/echo/note", json={})
+        assert answer.headers["x-upstream-session"] == ISSUED  # passed through to the caller
+        proxy.save(out)
+
+    assert_secret_absent(out, ISSUED)
+    [recorded] = Cassette.load(out).exchanges
+    assert set(recorded["response"]["headers"]) == {"content-type", "request-id"}
+
+
+def test_json_fields_named_like_credentials_are_redacted(tmp_path, echo_upstream):
+    """Credentials no header carried are redacted by field name: the secrets of the vault
+    credentials a client creates (in the request body), and one credential per name in
+    CREDENTIAL_NAMED that the upstream hands out (in a list in the response)."""
+    auths = [
+        {
+            "type": "static_bearer",
+            "token": VAULT_SECRETS["token"],
+            "mcp_server_url": "https://m.example",
+        },
+        {
+            "type": "mcp_oauth",
+            "access_token": VAULT_SECRETS["access_token"],
+            "mcp_server_url": "https://m.example",
+            "refresh": {
+                "client_id": "client-id",
+                "refresh_token": VAULT_SECRETS["refresh_token"],
+                "token_endpoint": "https://auth.example/token",
+                "token_endpoint_auth": {
+                    "type": "client_secret_post",
+                    "client_secret": VAULT_SECRETS["client_secret"],
+                },
+            },
+        },
+        {
+            "type": "environment_variable",
+            "secret_name": "GITHUB_TOKEN",
+            "secret_value": VAULT_SECRETS["secret_value"],
+            "networking": {"type": "unrestricted"},
+        },
+    ]
+    out = tmp_path / "vault.jsonl"
+    with RecordingProxy(upstream=echo_upstream) as proxy:
+        client = key_client(proxy.base_url)
+        for auth in auths:
+            assert client.beta.vaults.credentials.create(VAULT_ID, auth=auth).id == "vcrd_1"
+        proxy.save(out)
+
+    for secret in [*VAULT_SECRETS.values(), *map(issued, CREDENTIAL_NAMED)]:
+        assert_secret_absent(out, secret)
+    recorded = Cassette.load(out).exchanges
+    assert recorded[2]["request"]["json"]["auth"]["secret_name"] == "GITHUB_TOKEN"  # names stay
+    assert recorded[0]["response"]["json"]["grants"] == [{n: REDACTED} for n in CREDENTIAL_NAMED]

@@ -88,6 +88,7 @@ CREDENTIAL_FIELDS = {
     "client_secret",
     "password",
     "secret",
+    "secret_value",  # a vault environment-variable credential (managed agents)
     "token",
 }
 REDACTED = "[REDACTED]"
@@ -138,15 +139,16 @@ def scrub(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
+            name = scrub(key, secrets)  # an echo may use the credential itself as a name
             if str(key).lower() in CREDENTIAL_FIELDS and isinstance(item, str) and item:
-                out[key] = REDACTED
+                out[name] = REDACTED
             elif key == "body_b64" and isinstance(item, str) and _is_base64(item):
                 raw = base64.b64decode(item)
                 for secret in secrets:
                     raw = raw.replace(secret.encode(), REDACTED.encode())
-                out[key] = base64.b64encode(raw).decode("ascii")
+                out[name] = base64.b64encode(raw).decode("ascii")
             else:
-                out[key] = scrub(item, secrets)
+                out[name] = scrub(item, secrets)
         return out
     if isinstance(value, list):
         return [scrub(item, secrets) for item in value]
