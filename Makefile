@@ -16,10 +16,9 @@ $(STAMP): requirements.txt
 run: $(STAMP)
 	$(PY) -m tests.notebook_runner --out build/$(NB) --html
 
-## lab: JupyterLab on the notebook (without a key: the recorded session at its recorded pace)
+## lab: JupyterLab on the notebook (without a key: the recorded session at its recorded pace); saves stay publishable
 lab: $(STAMP)
-	@if [ -n "$$ANTHROPIC_API_KEY" ]; then .venv/bin/jupyter lab $(LAB_ARGS) $(NB); \
-	else REPLAY_SPEED=$${REPLAY_SPEED:-1} $(PY) -m tests.replay run -- .venv/bin/jupyter lab $(LAB_ARGS) $(NB); fi
+	$(PY) -m tests.lab $(LAB_ARGS) $(NB)
 
 ## test: unit tests, scenario runs and nbval on the notebook, all against the loopback fake
 test: $(STAMP)

@@ -19,9 +19,9 @@ from nbclient.exceptions import CellExecutionError
 
 from tests.replay import ROOT, SHIPPED_CASSETTE, replay_env
 from tests.replay.server import ReplayServer, speed_from_env
+from tests.lab import WIDGET_VIEW, publishable  # noqa: F401 (WIDGET_VIEW: for the tests)
 
 NOTEBOOK = ROOT / "iterate_failing_tests.ipynb"
-WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def client_for(
@@ -106,16 +106,6 @@ def nbval(notebook: Path = NOTEBOOK, cassette: Path | None = None) -> subprocess
     env = {**os.environ, **({"REPLAY_CASSETTE": str(cassette)} if cassette else {})}
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(notebook)]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
-
-
-def publishable(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Drop what only a live kernel can use: widget views (their state is not stored) and ids."""
-    for cell in nb.cells:
-        cell.metadata.pop("execution", None)
-        for output in cell.get("outputs", []):
-            output.get("data", {}).pop(WIDGET_VIEW, None)
-    nb.metadata.pop("widgets", None)
-    return nb
 
 
 def main(argv: list[str] | None = None) -> int:

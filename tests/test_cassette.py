@@ -66,6 +66,20 @@ def test_written_form_one_line_per_exchange_keys_sorted():
     assert dumps_line({"text": "café ✓"}) == '{"text":"café ✓"}'
 
 
+def test_a_lone_surrogate_is_escaped_and_only_on_its_line(tmp_path):
+    """A preview delta split inside a UTF-16 pair has no UTF-8 form: that line falls back to
+    \\u escapes (valid UTF-8, decodes to the same string); other lines stay readable."""
+    cassette = make_cassette(
+        [send_exchange("café \ud83d", "sevt_1"), send_exchange("café", "sevt_2")]
+    )
+    path = tmp_path / "halves.jsonl"
+    cassette.save(path)
+    lines = path.read_bytes().decode("utf-8").splitlines()
+    assert "\\ud83d" in lines[1] and "caf\\u00e9" in lines[1]
+    assert "café" in lines[2]
+    assert Cassette.load(path) == cassette
+
+
 def test_header_fields():
     header = new_header("recorded", TS, "anthropic 2.10.0", "one run")
     assert header == {

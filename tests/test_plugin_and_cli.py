@@ -1,14 +1,26 @@
-"""The pytest plugin's end-of-run accounting, and the `serve` command line."""
+"""The pytest plugin's end-of-run accounting, the `serve` and `run` command lines, and
+`python -m tests.lab` (JupyterLab that saves the notebook publishable)."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import anthropic
+import httpx
+import nbformat
 import pytest
+from jupyter_server.services.contents.filemanager import FileContentsManager
 
+from tests.lab import WIDGET_VIEW, pre_save_hook
 from tests.notebook_runner import nbval
 from tests.replay import ROOT, SHIPPED_CASSETTE
 from tests.replay.cassette import Cassette
@@ -111,3 +123,243 @@ def test_make_record_path_end_to_end(tmp_path):
     assert "SECRET" not in recorded and Cassette.parse(recorded).header["provenance"] == "recorded"
     replay = nbval(cassette=out)
     assert replay.returncode == 0, replay.stdout[-2000:]
+
+
+# -- `run`: interactive, for JupyterLab ---------------------------------------------------------------
+
+FIRST_REQUEST = Cassette.load(SHIPPED_CASSETTE).exchanges[0]["request"]["json"]
+# The story's first request, sent to the fake `run` exported; then exit with the code asked for.
+CREATE_AGENT = (
+    "import os, sys, urllib.request; urllib.request.urlopen(urllib.request.Request("
+    "os.environ['ANTHROPIC_BASE_URL'] + '/v1/agents', method='POST',"
+    f" data={json.dumps(FIRST_REQUEST).encode()!r}, headers={{'content-type': 'application/json'}}));"
+    " sys.exit(int(sys.argv[1]))"
+)
+
+
+def replay_run(*command: str) -> list[str]:
+    return [sys.executable, "-m", "tests.replay", "run", "--speed", "0", "--", *command]
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_run_reports_what_was_not_played_as_information(code):
+    """A reader may stop anywhere: the exit code is the command's own, the rest is information."""
+    done = subprocess.run(
+        replay_run(sys.executable, "-c", CREATE_AGENT, str(code)),
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == code, done.stderr[-2000:]
+    assert "For information (not a failure): Recorded exchanges never played (take 1):" in (
+        done.stderr
+    )
+    assert "exchange 2: POST /v1/environments" in done.stderr
+    assert "exchange 1:" not in done.stderr  # the command's request reached the fake
+
+
+def test_run_exits_0_after_ctrl_c():
+    """Ctrl-C reaches the whole process group: `run` waits for the command, then exits 0 (no
+    `make: *** Error 130` after a lab session)."""
+    run = subprocess.Popen(
+        replay_run("sleep", "30"),
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert run.stderr.readline().startswith("Replaying ")
+        time.sleep(0.2)  # let `sleep` start
+        started = time.monotonic()
+        os.killpg(run.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        assert run.wait(timeout=10) == 0, run.stderr.read()
+        assert time.monotonic() - started < 2
+        assert "For information (not a failure)" in run.stderr.read()
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+
+
+# -- the lab saves the notebook publishable ------------------------------------------------------------
+
+NOTEBOOK_AS_LAB_SAVES_IT = {
+    "cells": [
+        {"cell_type": "markdown", "id": "intro", "metadata": {"tags": ["x"]}, "source": "# Title"},
+        {
+            "cell_type": "code",
+            "execution_count": 7,
+            "id": "live",
+            "metadata": {
+                "tags": ["live-view"],
+                "collapsed": False,
+                "execution": {
+                    "iopub.execute_input": "2026-05-01T12:00:00.000Z",
+                    "shell.execute_reply": "2026-05-01T12:00:01.000Z",
+                },
+            },
+            "outputs": [
+                {
+                    "output_type": "display_data",
+                    "metadata": {},
+                    "data": {
+                        "text/plain": "Live view of the session",
+                        "text/html": "<p>Live view</p>",
+                        WIDGET_VIEW: {"model_id": "4f2e", "version_major": 2, "version_minor": 0},
+                    },
+                },
+                {"output_type": "stream", "name": "stdout", "text": "Original tests: 3 failed\n"},
+                {
+                    "output_type": "execute_result",
+                    "execution_count": 7,
+                    "metadata": {},
+                    "data": {"text/plain": "42"},
+                },
+            ],
+            "source": "watch(session)",
+        },
+    ],
+    "metadata": {
+        "kernelspec": {
+            "display_name": "Python 3 (ipykernel)",
+            "language": "python",
+            "name": "python3",
+        },
+        "language_info": {"name": "python", "version": "3.11.7"},
+        "widgets": {
+            "application/vnd.jupyter.widget-state+json": {
+                "state": {"4f2e": {"model_name": "VBoxModel", "state": {}}},
+                "version_major": 2,
+                "version_minor": 0,
+            }
+        },
+    },
+    "nbformat": 4,
+    "nbformat_minor": 5,
+}
+
+
+def publishable_by_hand() -> dict:
+    expected = copy.deepcopy(NOTEBOOK_AS_LAB_SAVES_IT)
+    live = expected["cells"][1]
+    del live["metadata"]["execution"], live["outputs"][0]["data"][WIDGET_VIEW]
+    del expected["metadata"]["widgets"]
+    expected["metadata"]["kernelspec"]["display_name"] = "Python 3"
+    return expected
+
+
+def test_pre_save_hook_makes_the_notebook_publishable(tmp_path):
+    model = {
+        "type": "notebook",
+        "format": "json",
+        "content": copy.deepcopy(NOTEBOOK_AS_LAB_SAVES_IT),
+    }
+    manager = FileContentsManager(root_dir=str(tmp_path))
+    pre_save_hook(model=model, path="iterate_failing_tests.ipynb", contents_manager=manager)
+    assert model["content"] == publishable_by_hand()
+    nbformat.validate(nbformat.from_dict(model["content"]))
+
+    other = {"type": "file", "format": "text", "content": json.dumps(NOTEBOOK_AS_LAB_SAVES_IT)}
+    pre_save_hook(model=other, path="notes.json", contents_manager=manager)
+    assert other["content"] == json.dumps(NOTEBOOK_AS_LAB_SAVES_IT)  # only notebooks change
+
+
+def test_jupyter_runs_the_hook_configured_by_name(tmp_path):
+    """The way `tests.lab` configures it: Jupyter imports the hook by name and runs it on save."""
+    manager = FileContentsManager(root_dir=str(tmp_path), pre_save_hook="tests.lab.pre_save_hook")
+    model = {
+        "type": "notebook",
+        "format": "json",
+        "content": copy.deepcopy(NOTEBOOK_AS_LAB_SAVES_IT),
+    }
+    manager.save(model, "saved.ipynb")
+    assert nbformat.read(tmp_path / "saved.ipynb", as_version=4) == publishable_by_hand()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+
+
+def _ctrl_c(lab: subprocess.Popen) -> str:
+    """Press Ctrl-C until the lab ends, as a person would: Jupyter interrupted soon after a save
+    can wait at exit on an idle worker thread, and a second Ctrl-C ends that."""
+    for _ in range(3):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(lab.pid, signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return lab.communicate(timeout=10)[0]
+    os.killpg(lab.pid, signal.SIGKILL)
+    return lab.communicate()[0] + "\n(killed: Ctrl-C did not end the lab)"
+
+
+@pytest.mark.slow
+def test_lab_serves_the_replay_and_saves_notebooks_publishable(tmp_path):
+    """`python -m tests.lab` from a copy of the repository: the lab's root is the current
+    directory, JupyterLab talks to the replay fake, and a notebook saved through the contents
+    API lands on disk publishable."""
+    repo = tmp_path / "repo"
+    for part in ("tests", "fixtures"):
+        shutil.copytree(ROOT / part, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
+    port, token = _free_port(), "lab-test-token"
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    env |= {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "REPLAY_SPEED": "0"}
+    lab = subprocess.Popen(
+        [sys.executable, "-m", "tests.lab", "--no-browser", f"--port={port}", "--allow-root"]
+        + [f"--IdentityProvider.token={token}"],
+        cwd=repo,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        api = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"token {token}"},
+            trust_env=False,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if api.get("/api/status").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and lab.poll() is None, "the lab did not start"
+            time.sleep(0.2)
+
+        (jupyter,) = _children(lab.pid)
+        environ = dict(
+            line.split("=", 1)
+            for line in open(f"/proc/{jupyter}/environ").read().split("\0")
+            if "=" in line
+        )
+        assert environ["ANTHROPIC_API_KEY"] == "replay-dummy-key"
+        assert "127.0.0.1" in environ["NO_PROXY"]
+        client = anthropic.Anthropic(
+            base_url=environ["ANTHROPIC_BASE_URL"], api_key="test", max_retries=0
+        )
+        assert client.beta.agents.create(**FIRST_REQUEST).name == FIRST_REQUEST["name"]
+
+        content = copy.deepcopy(NOTEBOOK_AS_LAB_SAVES_IT)
+        saved = api.put(
+            "/api/contents/saved.ipynb",
+            json={"type": "notebook", "format": "json", "content": content},
+        )
+        assert saved.status_code in (200, 201), saved.text
+        assert nbformat.read(repo / "saved.ipynb", as_version=4) == publishable_by_hand()
+    finally:
+        output = _ctrl_c(lab)
+    assert lab.returncode == 0, output[-3000:]
+    assert "For information (not a failure)" in output

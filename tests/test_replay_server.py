@@ -113,78 +113,87 @@ def folded_text(events: list) -> str:
 # -- the whole notebook flow ----------------------------------------------------------------------------
 
 
+def set_up(client: anthropic.Anthropic) -> tuple:
+    """Exchanges 1-5 of `notebook_flow_cassette()`: agent, environment, both uploads, session."""
+    agent = create_agent(client)
+    assert isinstance(agent, BetaManagedAgentsAgent)
+    assert (agent.id, agent.version, agent.model.id) == (AGENT_ID, 1, MODEL)
+    assert agent._request_id.startswith("req_")  # recorded response headers are replayed
+
+    env = client.beta.environments.create(name=ENV_NAME, config=ENV_CONFIG_REQUEST)
+    assert isinstance(env, BetaEnvironment) and env.id == ENV_ID
+
+    calc = client.beta.files.upload(file=("calc.py", CALC_PY, "text/x-python"))
+    tests_file = client.beta.files.upload(file=("test_calc.py", TEST_CALC_PY, "text/x-python"))
+    assert isinstance(calc, BetaFileMetadata)
+    assert (calc.id, tests_file.id, calc.size_bytes) == (FILE_ID, TEST_FILE_ID, len(CALC_PY))
+
+    session = create_session(client)
+    assert isinstance(session, BetaManagedAgentsSession) and session.id == SESSION_ID
+    return agent, env, session
+
+
+def create_session(client: anthropic.Anthropic) -> BetaManagedAgentsSession:
+    return client.beta.sessions.create(
+        environment_id=ENV_ID,
+        agent={"type": "agent", "id": AGENT_ID, "version": 1},
+        resources=[
+            {"type": "file", "file_id": FILE_ID, "mount_path": "calc.py"},
+            {"type": "file", "file_id": TEST_FILE_ID, "mount_path": "test_calc.py"},
+        ],
+        title=TITLE,
+    )
+
+
+def run_flow(client: anthropic.Anthropic) -> None:
+    """The cookbook's whole flow against `notebook_flow_cassette()`, checking every answer."""
+    agent, env, session = set_up(client)
+
+    # Turn 1, the notebook's way: open the stream, then send inside it.
+    with client.beta.sessions.events.stream(session.id, event_deltas=["agent.message"]) as stream:
+        sent = client.beta.sessions.events.send(session.id, events=user_message(TASK))
+        turn1 = read_turn(stream)
+    assert sent.data[0].type == "user.message"
+    assert turn1[-1].type == "session.status_idle" and turn1[-1].stop_reason.type == "end_turn"
+    assert_own_classes(turn1)
+    assert folded_text(turn1) == TURN1_TEXT
+
+    # Turn 2, the other way round: send, then open the stream. Iterate to its end: the server closes it.
+    client.beta.sessions.events.send(session.id, events=user_message(FOLLOW_UP))
+    with client.beta.sessions.events.stream(session.id, event_deltas=["agent.message"]) as stream:
+        turn2 = list(stream)
+    assert [ev.type for ev in turn2][-1] == "session.status_idle"
+    assert_own_classes(turn2)
+    assert folded_text(turn2) == TURN2_TEXT
+
+    for _ in range(3):  # recorded once, polled three times
+        assert client.beta.sessions.retrieve(session.id).status == "idle"
+
+    history = client.beta.sessions.events.list(session.id)
+    assert [ev.id for ev in history.data] == [ev.id for ev in turn1 + turn2 if hasattr(ev, "id")]
+    assert history.next_page is None
+
+    outputs = client.beta.files.list(scope_id=session.id, betas=[BETA])
+    assert [f.id for f in outputs.data] == [OUTPUT_FILE_ID]
+    assert outputs.data[0].scope.id == SESSION_ID
+    assert client.beta.files.download(outputs.data[0].id).read() == FIXED_CALC_PY
+
+    assert client.beta.sessions.archive(session.id).archived_at is not None
+    assert client.beta.environments.archive(env.id).archived_at is not None
+    assert client.beta.agents.archive(agent.id).archived_at is not None
+
+
 def test_notebook_flow_round_trips_strictly():
     cassette = notebook_flow_cassette()
     check_cassette_events(cassette)
     with ReplayServer(cassette) as fake, make_client(fake) as client:
-        agent = create_agent(client)
-        assert isinstance(agent, BetaManagedAgentsAgent)
-        assert (agent.id, agent.version, agent.model.id) == (AGENT_ID, 1, MODEL)
-        assert agent._request_id.startswith("req_")  # recorded response headers are replayed
-
-        env = client.beta.environments.create(name=ENV_NAME, config=ENV_CONFIG_REQUEST)
-        assert isinstance(env, BetaEnvironment) and env.id == ENV_ID
-
-        calc = client.beta.files.upload(file=("calc.py", CALC_PY, "text/x-python"))
-        tests_file = client.beta.files.upload(file=("test_calc.py", TEST_CALC_PY, "text/x-python"))
-        assert isinstance(calc, BetaFileMetadata)
-        assert (calc.id, tests_file.id, calc.size_bytes) == (FILE_ID, TEST_FILE_ID, len(CALC_PY))
-
-        session = client.beta.sessions.create(
-            environment_id=env.id,
-            agent={"type": "agent", "id": agent.id, "version": agent.version},
-            resources=[
-                {"type": "file", "file_id": calc.id, "mount_path": "calc.py"},
-                {"type": "file", "file_id": tests_file.id, "mount_path": "test_calc.py"},
-            ],
-            title=TITLE,
-        )
-        assert isinstance(session, BetaManagedAgentsSession) and session.id == SESSION_ID
-
-        # Turn 1, the notebook's way: open the stream, then send inside it.
-        with client.beta.sessions.events.stream(
-            session.id, event_deltas=["agent.message"]
-        ) as stream:
-            sent = client.beta.sessions.events.send(session.id, events=user_message(TASK))
-            turn1 = read_turn(stream)
-        assert sent.data[0].type == "user.message"
-        assert turn1[-1].type == "session.status_idle" and turn1[-1].stop_reason.type == "end_turn"
-        assert_own_classes(turn1)
-        assert folded_text(turn1) == TURN1_TEXT
-
-        # Turn 2, the other way round: send, then open the stream. Iterate to its end: the server closes it.
-        client.beta.sessions.events.send(session.id, events=user_message(FOLLOW_UP))
-        with client.beta.sessions.events.stream(
-            session.id, event_deltas=["agent.message"]
-        ) as stream:
-            turn2 = list(stream)
-        assert [ev.type for ev in turn2][-1] == "session.status_idle"
-        assert_own_classes(turn2)
-        assert folded_text(turn2) == TURN2_TEXT
-
-        for _ in range(3):  # recorded once, polled three times
-            assert client.beta.sessions.retrieve(session.id).status == "idle"
-
-        history = client.beta.sessions.events.list(session.id)
-        assert [ev.id for ev in history.data] == [
-            ev.id for ev in turn1 + turn2 if hasattr(ev, "id")
-        ]
-        assert history.next_page is None
-
-        outputs = client.beta.files.list(scope_id=session.id, betas=[BETA])
-        assert [f.id for f in outputs.data] == [OUTPUT_FILE_ID]
-        assert outputs.data[0].scope.id == SESSION_ID
-        assert client.beta.files.download(outputs.data[0].id).read() == FIXED_CALC_PY
-
-        assert client.beta.sessions.archive(session.id).archived_at is not None
-        assert client.beta.environments.archive(env.id).archived_at is not None
-        assert client.beta.agents.archive(agent.id).archived_at is not None
-
+        run_flow(client)
         assert fake.unplayed() == [], fake.unplayed_report()
         assert fake.unmatched() == []
         assert fake.played == list(range(1, len(cassette.exchanges) + 1))
         retrieves = [entry for entry in fake.log if entry["path"] == f"/v1/sessions/{SESSION_ID}"]
         assert [entry["exchange"] for entry in retrieves] == [10, 10, 10]
+        assert {entry["take"] for entry in fake.log} == {1}
 
 
 def test_stream_first_holds_events_until_the_send_is_answered():
@@ -380,17 +389,21 @@ def test_unmatched_request_is_one_fast_readable_400():
     for words in ("POST", "/v1/agents", "model", "claude-opus-4-1", MODEL, "exchange 1"):
         assert words in message, message
     assert message.startswith("Error code: 400 - ")
+    assert refusal(info) == (
+        "The replay has no recording of POST /v1/agents: the closest is exchange 1"
+        " (POST /v1/agents), where json.model is 'claude-opus-4-1' (recorded"
+        f" '{MODEL}'); run the cell as it was recorded, or run the notebook live (with"
+        " ANTHROPIC_API_KEY) to try a change."
+    )
 
 
 def test_other_unmatched_requests():
     cassette = make_cassette(
-        [exchange("POST", "/v1/agents", {"json": agent_body()}, body={"json": {}}), RETRIEVE]
+        [RETRIEVE, exchange("POST", "/v1/agents", {"json": agent_body()}, body={"json": {}})]
     )
     with ReplayServer(cassette) as fake, make_client(fake) as client:
         client.post("/v1/agents", body={}, cast_to=object)
-        with pytest.raises(
-            anthropic.BadRequestError, match="already played"
-        ):  # a POST is used once
+        with pytest.raises(anthropic.BadRequestError, match="already answered"):  # used once
             client.post("/v1/agents", body={}, cast_to=object)
         with pytest.raises(anthropic.BadRequestError, match="GET /v1/sessions/sesn_other"):
             client.beta.sessions.retrieve("sesn_other")
@@ -398,7 +411,7 @@ def test_other_unmatched_requests():
         assert (
             client.beta.sessions.retrieve(SESSION_ID, extra_query={"beta": "true"}).id == SESSION_ID
         )
-        assert [e["exchange"] for e in fake.log] == [1, None, None, 2]
+        assert [e["exchange"] for e in fake.log] == [2, None, None, 1]
 
 
 def test_unmatched_send_is_compared_with_the_unplayed_recording():
@@ -413,8 +426,154 @@ def test_unmatched_send_is_compared_with_the_unplayed_recording():
         with pytest.raises(anthropic.BadRequestError) as info:
             client.beta.sessions.events.send(SESSION_ID, events=user_message("secnd"))
     message = info.value.body["error"]["message"]
-    assert "Closest is exchange 2" in message, message
+    assert "the closest is exchange 2" in message, message
     assert "recorded 'second'" in message, message
+
+
+# -- takes, causal order, refusals in one sentence ------------------------------------------------------------
+
+RESTART = "restart the kernel and run the cells from the top"
+
+
+def refusal(info: pytest.ExceptionInfo) -> str:
+    """The sentence a refused request got, after checking it came as the API's one-shot 400."""
+    err = info.value
+    assert isinstance(err, anthropic.BadRequestError)
+    assert err.response.headers["x-should-retry"] == "false"
+    assert err.body["error"]["type"] == "invalid_request_error"
+    message = err.body["error"]["message"]
+    assert message.endswith(".") and ". " not in message, f"not one sentence: {message}"
+    return message
+
+
+def test_a_second_take_replays_the_whole_flow():
+    """Restart Kernel and Run All: the story's first request again plays the recording over."""
+    cassette = notebook_flow_cassette()
+    with ReplayServer(cassette) as fake, make_client(fake, max_retries=0) as client:
+        run_flow(client)
+        first = len(fake.log)
+        run_flow(client)
+        assert fake.take.number == 2
+        assert [e["take"] for e in fake.log] == [1] * first + [2] * (len(fake.log) - first)
+        assert [e["exchange"] for e in fake.log[first:]] == [
+            e["exchange"] for e in fake.log[:first]
+        ]
+        assert fake.played == list(range(1, len(cassette.exchanges) + 1))
+        assert fake.unplayed() == [] and fake.unmatched() == []
+
+
+def _read_in_background(stream) -> tuple[threading.Thread, list]:
+    got: list = []  # event types, or the exception that ended the reading
+    thread = threading.Thread(target=lambda: _collect(stream, got), daemon=True)
+    thread.start()
+    return thread, got
+
+
+def _collect(stream, got: list) -> None:
+    try:
+        got.extend(ev.type for ev in stream)
+    except Exception as err:  # reported by the test, not lost in the thread
+        got.append(err)
+
+
+@pytest.mark.parametrize("waiting_on", ["hold", "delay"])
+def test_a_stream_of_an_old_take_ends_when_a_new_take_starts(waiting_on):
+    """A restarted kernel leaves its stream behind: the server must not keep it waiting forever."""
+    turn = turn_events("o", "Old.", TASK)
+    stream = stream_exchange(turn, after=3 if waiting_on == "hold" else None, delay_ms=60_000)
+    agents = exchange("POST", "/v1/agents", {"json": agent_body()}, body={"json": {}})
+    cassette = make_cassette([agents, stream, send_exchange(TASK, turn[1]["id"])])
+    with (
+        ReplayServer(cassette, speed=1) as fake,
+        make_client(fake, timeout=10, max_retries=0) as client,
+    ):
+        client.post("/v1/agents", body={}, cast_to=object)
+        with client.beta.sessions.events.stream(SESSION_ID, event_deltas=["agent.message"]) as old:
+            reader, got = _read_in_background(old)
+            time.sleep(0.2)
+            assert reader.is_alive(), got
+            started = time.monotonic()
+            client.post("/v1/agents", body={}, cast_to=object)  # the story's first request again
+            reader.join(2)
+            ended = time.monotonic() - started
+        assert not reader.is_alive(), f"the old take's stream still waits on its {waiting_on}"
+        assert got == [] and ended < 0.5, (got, ended)  # a clean, prompt end: no events, no error
+        assert [e["take"] for e in fake.log] == [1, 1, 2]
+        assert fake.played == [1]
+
+
+def test_a_repeated_write_is_refused_in_one_sentence():
+    with ReplayServer(notebook_flow_cassette()) as fake, make_client(fake, max_retries=0) as client:
+        set_up(client)
+        with pytest.raises(anthropic.BadRequestError) as info:
+            create_session(client)
+    assert refusal(info) == (
+        "The replay already answered POST /v1/sessions in this run (recorded exchange 5)"
+        f" and plays each recording once: {RESTART}."
+    )
+    assert fake.take.number == 1 and fake.played == [1, 2, 3, 4, 5]
+    assert fake.unmatched()[0]["refusal"] == info.value.body["error"]["message"]
+
+
+def test_a_get_recorded_after_an_unsent_write_is_refused():
+    """The outputs were listed after the task was sent: before that, the replay must not show them."""
+    with ReplayServer(notebook_flow_cassette()) as fake, make_client(fake, max_retries=0) as client:
+        set_up(client)
+        with pytest.raises(anthropic.BadRequestError) as info:
+            client.beta.files.list(scope_id=SESSION_ID, betas=[BETA])
+    assert refusal(info) == (
+        f"The replay cannot answer GET /v1/files?scope_id={SESSION_ID} yet: in the recording it"
+        f" comes after POST /v1/sessions/{SESSION_ID}/events (exchange 7), which this run has"
+        f" not sent; run the cells above it first, or {RESTART}."
+    )
+    assert fake.played == [1, 2, 3, 4, 5]
+
+
+def test_polling_repeats_what_was_true_until_the_recorded_write():
+    """`sessions.retrieve` says "running" until the recorded interrupt is sent, then "idle"."""
+    interrupt = event("user.interrupt", "sevt_int")
+    cassette = make_cassette(
+        [
+            exchange("POST", "/v1/agents", {"json": agent_body()}, body={"json": {}}),  # 1
+            exchange("GET", f"/v1/sessions/{SESSION_ID}", {"json": session_body("running")}),
+            exchange(  # 3
+                "POST",
+                f"/v1/sessions/{SESSION_ID}/events",
+                {"json": {"data": [interrupt]}},
+                body={"json": {"events": [{"type": "user.interrupt"}]}},
+            ),
+            RETRIEVE,  # 4: idle
+        ]
+    )
+    with ReplayServer(cassette) as fake, make_client(fake, max_retries=0) as client:
+        client.post("/v1/agents", body={}, cast_to=object)
+        statuses = [client.beta.sessions.retrieve(SESSION_ID).status for _ in range(3)]
+        client.beta.sessions.events.send(SESSION_ID, events=[{"type": "user.interrupt"}])
+        statuses += [client.beta.sessions.retrieve(SESSION_ID).status for _ in range(2)]
+    assert statuses == ["running", "running", "running", "idle", "idle"]
+    assert [e["exchange"] for e in fake.log] == [1, 2, 2, 2, 3, 4, 4]
+    assert fake.unplayed() == [] and fake.unmatched() == []
+
+
+def test_a_delta_split_inside_a_surrogate_pair_survives_the_fake(tmp_path):
+    """A preview delta may end inside a UTF-16 surrogate pair: both halves reach the SDK as sent."""
+    halves = ["\ud83d", "\ude00"]  # 😀 in UTF-16
+    turn = turn_events("s", "😀", TASK)
+    for ev, half in zip([e for e in turn if e["type"] == "event_delta"], halves, strict=True):
+        ev["delta"]["content"]["text"] = half
+    path = tmp_path / "surrogates.jsonl"
+    make_cassette([stream_exchange(turn, after=None)]).save(path)
+    path.read_bytes().decode("utf-8")  # valid UTF-8 on disk
+    with (
+        ReplayServer(path) as fake,
+        make_client(fake) as client,
+        client.beta.sessions.events.stream(SESSION_ID, event_deltas=["agent.message"]) as stream,
+    ):
+        received = list(stream)
+    # Compared as ASCII: a failure report holding lone surrogates would crash an xdist worker.
+    deltas = [ev.delta.content.text for ev in received if ev.type == "event_delta"]
+    assert ascii(deltas) == ascii(halves)
+    assert folded_text(received) == "😀"
 
 
 def test_start_and_stop_are_prompt():

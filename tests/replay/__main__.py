@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -22,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     serve = verbs.add_parser("serve", help="serve a cassette on loopback until Ctrl-C")
     run = verbs.add_parser(
         "run",
-        help="serve a cassette while a command runs (e.g. jupyter), then check it was all played",
+        help="serve a cassette interactively while a command runs (e.g. jupyter lab), "
+        "then say what it did not play",
     )
     for p in (serve, run):
         p.add_argument(
@@ -81,18 +83,42 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Interactive: a reader may stop anywhere or run the story again (each restart is a new
+    take), so what the last take left unplayed is information, and the exit code is the
+    command's own."""
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     with ReplayServer(args.cassette, port=args.port, speed=_speed(args)) as fake:
-        try:
-            code = subprocess.run(
-                command, env={**os.environ, **replay_env(fake.base_url)}
-            ).returncode
-        except KeyboardInterrupt:
-            return 130
-    if code == 0 and (problems := fake.problems()):
-        print(problems, file=sys.stderr)
-        return 1
+        print(
+            f"Replaying {args.cassette} at {fake.base_url} (speed {fake.speed:g}).", file=sys.stderr
+        )
+        code = run_to_end(command, {**os.environ, **replay_env(fake.base_url)})
+    if not fake.log:
+        report = "No request reached the replay."
+    else:
+        report = fake.unplayed_report() or "Every recorded exchange was played."
+    print(f"For information (not a failure): {report}", file=sys.stderr)
     return code
+
+
+def run_to_end(command: list[str], env: dict[str, str] | None = None) -> int:
+    """Run a command to its end and return its exit code, or 0 after a Ctrl-C.
+
+    Ctrl-C in a terminal reaches the whole process group, the command too: it decides when to
+    end (Jupyter asks first), so this waits for it rather than leave it running orphaned. A
+    SIGTERM is passed on to it, likewise.
+    """
+    child = subprocess.Popen(command, env=env)
+    signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+    interrupted = False
+    while True:
+        try:
+            code = child.wait()
+        except KeyboardInterrupt:
+            interrupted = True
+        else:
+            if interrupted:
+                return 0
+            return code if code >= 0 else 128 - code  # killed by a signal: as a shell says
 
 
 def _record(args: argparse.Namespace) -> int:

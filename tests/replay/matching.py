@@ -75,7 +75,7 @@ def closest(
     if best is None:
         return None
     _, index, recorded = best
-    return index, first_difference(recorded, key) or "no difference (already played)"
+    return index, first_difference(recorded, key) or "nothing differs"
 
 
 def _short(value: Any, limit: int = 80) -> str:

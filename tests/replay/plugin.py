@@ -3,8 +3,9 @@
 nbval starts the notebook's kernel while collecting, before any fixture runs, so the server
 starts in `pytest_configure` and its address goes into `os.environ`, which the kernel
 inherits. Cassette from `REPLAY_CASSETTE` (default: the shipped one), speed from
-`REPLAY_SPEED` (default 0). When the notebook ran, every recorded exchange must have been
-played and every request matched, or the run fails.
+`REPLAY_SPEED` (default 0). The accounting is strict, unlike `make lab`'s: when the notebook
+ran, every recorded exchange must have been played in the last take and no request of that
+take refused, or the run fails.
 """
 
 from __future__ import annotations

@@ -11,8 +11,13 @@ from typing import Any
 def sse_frame(event: dict[str, Any]) -> bytes:
     """One event on the wire: `event:` + `data:` lines and the blank line that ends it."""
     if "comment" in event:  # one `:` line per line, so a comment can never inject a field
-        return "".join(f": {line}\n" for line in event["comment"].split("\n")).encode() + b"\n"
-    return f"event: {event['event']}\ndata: {json.dumps(event['data'], ensure_ascii=False)}\n\n".encode()
+        lines = "".join(f": {line}\n" for line in event["comment"].split("\n"))
+        return lines.encode(errors="replace") + b"\n"  # the SDK never reads a comment
+    try:
+        data = json.dumps(event["data"], ensure_ascii=False)
+        return f"event: {event['event']}\ndata: {data}\n\n".encode()
+    except UnicodeEncodeError:  # a lone surrogate (a delta split inside a pair) has no UTF-8
+        return f"event: {event['event']}\ndata: {json.dumps(event['data'])}\n\n".encode()
 
 
 class SSEParser:
