@@ -5,7 +5,7 @@ STAMP   := .venv/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
 CASSETTE := fixtures/recordings/iterate_failing_tests.jsonl
 LAB_ARGS ?=  # e.g. --allow-root, --no-browser, --port=8899
 
-.PHONY: run lab test record notebook cassettes lint bench clean
+.PHONY: run lab test record notebook cassettes lint bench site clean
 
 $(STAMP): requirements.txt
 	python3 -m venv .venv
@@ -47,6 +47,11 @@ lint: $(STAMP)
 ## bench: the notebook against the fake vs a bare kernel, and the live view at 1,000 vs 10,000 events
 bench: $(STAMP)
 	$(PY) -m tests.bench
+
+## site: the contribution to anthropics/claude-cookbooks (managed_agents/ notebook, helper, data; registry and
+## authors entries; SITE_AUTHOR=<handle>) and the page as the site renders it, in build/site/
+site: $(STAMP)
+	$(PY) -m tests.site
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache
