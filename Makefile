@@ -22,7 +22,7 @@ lab: $(STAMP)
 
 ## test: unit tests, scenario runs and nbval on the notebook, all against the loopback fake
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 ## record: run the notebook live through the recording proxy (needs ANTHROPIC_API_KEY), then refresh outputs
 record: $(STAMP)

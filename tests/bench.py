@@ -1,30 +1,42 @@
-"""`make bench`: what the notebook costs against the fake, and how the live view scales.
+"""`make bench`: what the cookbook costs, measured and printed side by side (never asserted).
 
-1. nbval on the notebook against the fake vs the floor (nbval on a notebook whose only cell
+1. The whole test suite (`make test`'s pytest), once: its wall time.
+2. nbval on the notebook against the fake vs the floor (nbval on a notebook whose only cell
    imports anthropic and ipywidgets): the same pytest, plugin and kernel start-up, so the
    ratio is the cost of the cookbook itself.
-2. The live view (the notebook's `live-view` cell, executed as is) fed 1,000 and 10,000
-   synthetic events cut from the shipped cassette's stream: time per event should stay flat,
-   so the 10k/1k ratio should be near 10, not near 100.
-Figures are printed, not asserted: timing belongs in a report, not in a test that flakes.
+3. The live view (session_view.py) fed 1,000 and 10,000 synthetic events cut from the shipped
+   cassette's streams: time per event should stay flat, so the 10k/1k ratio should be near 10.
+4. What a long turn sends to the browser: widget messages per event for 3,000 events arriving at
+   the recorded pace (a simulated clock, so previews coalesce as they would live).
 """
 
 from __future__ import annotations
 
 import gc
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import comm
 import nbformat
 from anthropic._models import construct_type
 from anthropic.types.beta.sessions import BetaManagedAgentsStreamSessionEvents
 
-from tests.notebook_runner import NOTEBOOK, live_view_cell, nbval
+from session_view import SessionView
+from tests.notebook_runner import NOTEBOOK, nbval
 from tests.replay import ROOT, SHIPPED_CASSETTE
 from tests.replay.cassette import Cassette
 
 REPEATS = 3
+
+
+def suite_seconds() -> float:
+    started = time.perf_counter()
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    return time.perf_counter() - started
 
 
 def nbval_seconds(notebook: Path) -> float:
@@ -47,19 +59,23 @@ def floor_notebook(folder: Path) -> Path:
     return path
 
 
-def synthetic_events(count: int) -> list:
-    """`count` events: the shipped turn repeated, with fresh ids so nothing is de-duplicated."""
-    stream = next(
-        ex["response"]["sse"]
-        for ex in Cassette.load(SHIPPED_CASSETTE).exchanges
-        if "sse" in ex["response"]
-    )
+def synthetic_events(count: int) -> list[tuple[int, object]]:
+    """`count` (delay_ms, event) pairs: the shipped turns repeated, ids made unique per round."""
+    entries = [
+        e for ex in Cassette.load(SHIPPED_CASSETTE).exchanges for e in ex["response"].get("sse", [])
+    ]
+    entries = [e for e in entries if "data" in e]
     events = []
     while len(events) < count:
-        round_ = len(events) // len(stream)
-        for item in stream[: count - len(events)]:
-            data = _renamed(item["data"], f"r{round_}")
-            events.append(construct_type(type_=BetaManagedAgentsStreamSessionEvents, value=data))
+        round_ = len(events) // len(entries)
+        for entry in entries[: count - len(events)]:
+            data = _renamed(entry["data"], f"r{round_}")
+            events.append(
+                (
+                    entry["delay_ms"],
+                    construct_type(type_=BetaManagedAgentsStreamSessionEvents, value=data),
+                )
+            )
     return events
 
 
@@ -74,27 +90,48 @@ def _renamed(value, suffix: str):
 def view_seconds(events: list) -> float:
     runs = []
     for _ in range(REPEATS):
-        view = live_view_cell()["LiveView"]()
-        gc.collect()  # start each run from the same heap: a previous run's garbage is not this run's cost
+        view = SessionView()
+        view.live("bench")
+        gc.collect()  # each run starts from the same heap: a previous run's garbage is not its cost
         started = time.perf_counter()
-        for ev in events:
+        for _, ev in events:
             view.add(ev)
-        view.finish("end_turn")
         runs.append(time.perf_counter() - started)
     return min(runs)
 
 
+def messages_per_event(events: list) -> float:
+    """Widget messages (comm open, update, close) a turn sends to the browser, per event."""
+    sent = []
+    original = comm.DummyComm.publish_msg
+    comm.DummyComm.publish_msg = lambda self, msg_type, **kw: sent.append(msg_type)
+    try:
+        now = [0.0]
+        view = SessionView(clock=lambda: now[0])
+        view.live("bench")
+        for delay_ms, ev in events:
+            now[0] += delay_ms / 1000
+            view.add(ev)
+    finally:
+        comm.DummyComm.publish_msg = original
+    return len(sent) / len(events)
+
+
 def main() -> None:
-    print("Benchmark (medians of 3 nbval runs; best of 3 for the view)\n")
+    print("Benchmark (the suite once; medians of 3 nbval runs; best of 3 for the view)\n")
+    print(f"{'make test (pytest, whole suite)':<40}{suite_seconds():8.1f} s")
     floor = nbval_seconds(floor_notebook(ROOT / "build"))
     notebook = nbval_seconds(NOTEBOOK)
-    print(f"{'nbval, whole notebook vs fake':<36}{notebook:8.2f} s")
-    print(f"{'nbval, floor (imports only)':<36}{floor:8.2f} s")
-    print(f"{'ratio notebook / floor':<36}{notebook / floor:8.2f} x\n")
+    print(f"{'nbval, whole notebook vs fake':<40}{notebook:8.2f} s")
+    print(f"{'nbval, floor (imports only)':<40}{floor:8.2f} s")
+    print(f"{'ratio notebook / floor':<40}{notebook / floor:8.2f} x\n")
     small, large = view_seconds(synthetic_events(1_000)), view_seconds(synthetic_events(10_000))
-    print(f"{'live view, 1,000 events':<36}{small:8.3f} s  ({small / 1_000 * 1e6:4.0f} µs/event)")
-    print(f"{'live view, 10,000 events':<36}{large:8.3f} s  ({large / 10_000 * 1e6:4.0f} µs/event)")
-    print(f"{'ratio 10k / 1k (linear = 10)':<36}{large / small:8.2f} x")
+    print(f"{'live view, 1,000 events':<40}{small:8.3f} s  ({small / 1_000 * 1e6:4.0f} µs/event)")
+    print(f"{'live view, 10,000 events':<40}{large:8.3f} s  ({large / 10_000 * 1e6:4.0f} µs/event)")
+    print(f"{'ratio 10k / 1k (linear = 10)':<40}{large / small:8.2f} x\n")
+    print(
+        f"{'widget messages per event, 3,000 events':<40}{messages_per_event(synthetic_events(3_000)):8.2f}"
+    )
 
 
 if __name__ == "__main__":

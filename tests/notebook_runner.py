@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +19,9 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+from tests.lab import WIDGET_VIEW, publishable  # noqa: F401 (WIDGET_VIEW: for the tests)
 from tests.replay import ROOT, SHIPPED_CASSETTE, replay_env
 from tests.replay.server import ReplayServer, speed_from_env
-from tests.lab import WIDGET_VIEW, publishable  # noqa: F401 (WIDGET_VIEW: for the tests)
 
 NOTEBOOK = ROOT / "iterate_failing_tests.ipynb"
 
@@ -45,66 +47,119 @@ def execute(env: dict[str, str] | None = None, timeout: float = 300) -> nbformat
     return nb
 
 
-def execute_like_a_reader(
-    cassette: Path,
-    env: dict[str, str] | None = None,
-    speed: float = 0.0,
-    timeout: float = 60,
-    cleanup_again=False,
-) -> tuple[nbformat.NotebookNode, ReplayServer, int | None]:
-    """Run cells in order against a cassette; at the first failing cell stop, as "Run All" does,
-    and run the cleanup cell (the last code cell) as a reader would, and once more if asked
-    (its stored outputs are then the second run's). Returns the executed notebook, the fake
-    (its log and accounting) and the index of the failing cell, if any.
+class Reader:
+    """A reader's kernel, stepping through the notebook as "Run All" does, as often as asked.
+
+    `with Reader(env) as reader:` starts one kernel (the replay's variables plus `env`);
+    `reader.run(cassette)` replays a cassette on the same loopback port and runs every code
+    cell in order, from an empty namespace (`%reset -f`, as after a restart). At the first
+    failing cell it stops, as "Run All" does, and runs the cleanup cells (those after the
+    "Clean up" heading), as a reader would. It returns the executed notebook, the fake (its log and accounting)
+    and the index of the failing cell, if any.
     """
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    code_cells = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
-    failed = None
-    with ReplayServer(cassette, speed=speed) as fake:
-        client = client_for(nb, timeout)
-        with client.setup_kernel(env={**os.environ, **replay_env(fake.base_url), **(env or {})}):
-            for i in code_cells:
+
+    def __init__(self, env: dict[str, str] | None = None, timeout: float = 60):
+        with socket.socket() as probe:  # a free loopback port, for every replay of this reader
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.env = {**os.environ, **replay_env(f"http://127.0.0.1:{self.port}"), **(env or {})}
+        self.client = client_for(nbformat.read(NOTEBOOK, as_version=4), timeout)
+
+    def __enter__(self) -> Reader:
+        self._kernel = self.client.setup_kernel(env=self.env)
+        self._kernel.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._kernel.__exit__(*exc)
+
+    def run(
+        self,
+        cassette: Path,
+        speed: float = 0.0,
+        env: dict[str, str] | None = None,
+        cleanup_again: bool = False,
+        restart_before_cleanup: bool = False,
+        stop_after: str | None = None,
+    ) -> tuple[nbformat.NotebookNode, ReplayServer, int | None]:
+        nb = self.client.nb = nbformat.read(NOTEBOOK, as_version=4)
+        cleanup = next(i for i, c in enumerate(nb.cells) if c.source.startswith("## Clean up"))
+        code = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
+        steps, cleanup = [i for i in code if i < cleanup], [i for i in code if i > cleanup]
+        failed = None
+        with ReplayServer(cassette, port=self.port, speed=speed) as fake:
+            self._fresh(env)
+            for i in steps:
                 try:
-                    client.execute_cell(nb.cells[i], i)
+                    self.client.execute_cell(nb.cells[i], i)
                 except CellExecutionError:
                     failed = i
-                    client.execute_cell(nb.cells[code_cells[-1]], code_cells[-1])
                     break
-            if cleanup_again:
-                client.execute_cell(nb.cells[code_cells[-1]], code_cells[-1])
-    return nb, fake, failed
+                if stop_after and stop_after in nb.cells[i].source:
+                    return nb, fake, failed
+            if restart_before_cleanup:  # a restart forgets what was created; setup runs again
+                self._fresh(env)
+                for i in setup_cells(nb):
+                    nb.cells[i].outputs = []
+                    self.client.execute_cell(nb.cells[i], i)
+            for i in cleanup * (2 if cleanup_again else 1):
+                self.client.execute_cell(nb.cells[i], i)
+        return nb, fake, failed
+
+    def interrupt(self) -> None:
+        """Kernel › Interrupt, as JupyterLab sends it to a local kernel: SIGINT."""
+        os.kill(self.client.km.provisioner.process.pid, signal.SIGINT)
+
+    def _fresh(self, env: dict[str, str] | None) -> None:
+        """An empty namespace, as after a restart, and the variables of this run (as `%env`
+        would set them): the cookbook's own, and only the ones asked for."""
+        wanted = {k: v for k, v in (env or {}).items()}
+        code = (
+            "import os\n"
+            f"for _k in [k for k in os.environ if k.startswith('COOKBOOK_')]: os.environ.pop(_k)\n"
+            f"os.environ.update({wanted!r})\n"
+            "%reset -f"
+        )
+        self.client.execute_cell(nbformat.v4.new_code_cell(code), 0)
 
 
-def live_view_cell(displayed: list | None = None) -> dict:
-    """The notebook's `live-view` cell executed on its own, exactly as written: its namespace.
+def setup_cells(nb: nbformat.NotebookNode) -> list[int]:
+    """The code cells up to the one that creates the client: what any later cell needs first."""
+    code = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
+    return code[: 1 + next(n for n, i in enumerate(code) if "Anthropic()" in nb.cells[i].source)]
 
-    It relies on a few names from earlier cells (the setup imports and STREAM_TIMEOUT), given
-    here; `display` appends to `displayed` instead of reaching a frontend.
-    """
-    import re
 
-    import anthropic
-    import httpx2
-
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    source = next(c.source for c in nb.cells if "live-view" in c.metadata.get("tags", []))
-    sink = [] if displayed is None else displayed
-    namespace = {
-        "re": re,
-        "anthropic": anthropic,
-        "httpx2": httpx2,
-        "STREAM_TIMEOUT": 2.0,
-        "display": sink.append,
-    }
-    exec(compile(source, "live-view cell", "exec"), namespace)
-    return namespace
+def outputs_of(nb: nbformat.NotebookNode) -> tuple[str, str, list]:
+    """All printed (and text/plain) output, all HTML, and the error outputs by cell index."""
+    text, html, errors = [], [], []
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if out.output_type == "stream":
+                text.append(out.text)
+            elif out.output_type == "error":
+                errors.append((i, out))
+                text.append("\n".join(out.traceback))
+            else:
+                text.append(out.data.get("text/plain", ""))
+                html.append(out.data.get("text/html", ""))
+    return "\n".join(text), "\n".join(html), errors
 
 
 def nbval(notebook: Path = NOTEBOOK, cassette: Path | None = None) -> subprocess.CompletedProcess:
     """`pytest` (strict nbval, the replay plugin) on a notebook in a fresh process, optionally
     against another cassette; as `make test` runs it."""
     env = {**os.environ, **({"REPLAY_CASSETTE": str(cassette)} if cassette else {})}
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(notebook)]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:xdist",
+        str(notebook),
+    ]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
 
 

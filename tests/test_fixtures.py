@@ -30,15 +30,21 @@ def run_suite(calc_source: str, tmp_path: Path) -> tuple[dict[str, str], int]:
     return results, done.returncode
 
 
-def agent_output() -> str:
-    """The calc.py the shipped cassette serves as the agent's output file."""
-    downloads = [
+def agent_output(name: str = "calc.py") -> str:
+    """A file the shipped cassette serves as the agent's output (its newest listing names it)."""
+    exchanges = Cassette.load(SHIPPED_CASSETTE).exchanges
+    listings = [
         ex
-        for ex in Cassette.load(SHIPPED_CASSETTE).exchanges
-        if ex["request"]["path"].endswith("/content")
+        for ex in exchanges
+        if ex["request"]["path"] == "/v1/files" and ex["request"]["method"] == "GET"
     ]
-    assert len(downloads) == 1
-    return downloads[0]["response"]["text"]
+    [file_id] = [
+        f["id"]
+        for f in listings[-1]["response"]["json"]["data"]
+        if f["filename"] == name and f["downloadable"]
+    ]
+    [download] = [ex for ex in exchanges if ex["request"]["path"] == f"/v1/files/{file_id}/content"]
+    return download["response"]["text"]
 
 
 def function_source(source: str, name: str) -> str:
@@ -98,3 +104,18 @@ def test_each_bug_is_in_its_own_function(name, tmp_path):
     results, _ = run_suite(patched, tmp_path)
     assert results[name] == "PASS"
     assert {n for n, r in results.items() if r == "FAIL"} == ROOT_CAUSES - {name} | CONSEQUENCES
+
+
+def test_the_agents_regression_tests_fail_on_the_original_and_pass_on_the_fix(tmp_path):
+    """The second turn's output, as scripted: each test guards one of the three fixes."""
+    (tmp_path / "test_regressions.py").write_text(agent_output("test_regressions.py"))
+    for calc, outcome in ((FIXTURES / "calc.py").read_text(), "FAIL"), (agent_output(), "PASS"):
+        (tmp_path / "calc.py").write_text(calc)
+        done = subprocess.run(
+            [sys.executable, "test_regressions.py"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert re.findall(r"^(PASS|FAIL) test_", done.stdout, re.M) == [outcome] * 3, done.stdout

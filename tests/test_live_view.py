@@ -1,13 +1,15 @@
-"""The notebook's live view, fed events directly: what nbval cannot see (widgets, token-by-token
-text) and what a careful view must survive (duplicates, orphan deltas, unknown types, markup)."""
+"""The presentation module (session_view.py) fed events directly: what nbval cannot see (widgets,
+token-by-token text, what reaches the browser) and what a careful view must survive."""
 
 from __future__ import annotations
 
+import comm
 import pytest
 from anthropic._models import construct_type
 from anthropic.types.beta.sessions import BetaManagedAgentsStreamSessionEvents
 
-from tests.notebook_runner import live_view_cell
+import session_view
+from session_view import SessionView, clip, plain
 
 TS = "2026-11-20T09:30:00.000Z"
 
@@ -17,49 +19,116 @@ def ev(data: dict):
     return construct_type(type_=BetaManagedAgentsStreamSessionEvents, value=data)
 
 
-def delta(message_id: str, text: str):
-    content = {"type": "text", "text": text}
+def start(message_id: str):
+    return ev({"type": "event_start", "event": {"type": "agent.message", "id": message_id}})
+
+
+def delta(message_id: str, text: str, kind: str = "content_delta"):
+    body = {"type": kind, "content": {"type": "text", "text": text}}
+    return ev({"type": "event_delta", "event_id": message_id, "delta": body})
+
+
+def message(message_id: str, text: str):
     return ev(
         {
-            "type": "event_delta",
-            "event_id": message_id,
-            "delta": {"type": "content_delta", "content": content},
+            "type": "agent.message",
+            "id": message_id,
+            "processed_at": TS,
+            "content": [{"type": "text", "text": text}],
         }
     )
 
 
-@pytest.fixture
-def shown():
-    return []
-
-
-@pytest.fixture
-def view(shown):
-    return live_view_cell(shown)["LiveView"]()
-
-
-def card_values(view) -> list[str]:
-    return [card.value for page in view.pages.children for card in page.children]
-
-
-def test_agent_text_grows_token_by_token_in_one_card_then_the_final_message_replaces_it(view):
-    view.add(ev({"type": "event_start", "event": {"type": "agent.message", "id": "sevt_m"}}))
-    view.add(delta("sevt_m", "Four tests "))
-    assert "Four tests" in card_values(view)[0]
-    view.add(delta("sevt_m", "fail."))
-    assert len(card_values(view)) == 1 and "Four tests fail." in card_values(view)[0]
-    final = {
-        "type": "agent.message",
-        "id": "sevt_m",
-        "processed_at": TS,
-        "content": [{"type": "text", "text": "Done."}],
+def span_end(start_id: str, is_error=False, **usage):
+    model_usage = {
+        "input_tokens": 3,
+        "output_tokens": 10,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
     }
-    view.add(ev(final))
-    assert (
-        len(card_values(view)) == 1
-        and "Done." in card_values(view)[0]
-        and "fail." not in card_values(view)[0]
+    data = {
+        "type": "span.model_request_end",
+        "id": f"{start_id}e",
+        "processed_at": TS,
+        "is_error": is_error,
+    }
+    return ev({**data, "model_request_start_id": start_id, "model_usage": {**model_usage, **usage}})
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def view(clock):
+    view = SessionView(clock=clock)
+    view.live("Turn 1")
+    return view
+
+
+@pytest.fixture
+def messages(monkeypatch):
+    """Every message a widget would send to the browser (open, update, close), counted."""
+    sent = []
+    monkeypatch.setattr(
+        comm.DummyComm, "publish_msg", lambda self, msg_type, **kw: sent.append(msg_type)
     )
+    return sent
+
+
+def cards(view) -> list[str]:
+    return [card.value for card in view.box.children[1:]]
+
+
+def printed(view, capsys, ended="end_turn") -> str:
+    view.finish(ended)
+    return capsys.readouterr().out
+
+
+def test_agent_text_grows_in_one_card_then_the_final_message_replaces_it(view, clock):
+    view.add(start("sevt_m"))
+    clock.now += 0.2
+    view.add(delta("sevt_m", "Four tests "))
+    assert "Four tests" in cards(view)[0]
+    clock.now += 1
+    view.add(delta("sevt_m", "fail."))
+    assert len(cards(view)) == 1 and "Four tests fail." in cards(view)[0]
+    view.add(message("sevt_m", "Done."))
+    assert len(cards(view)) == 1 and "Done." in cards(view)[0] and "fail." not in cards(view)[0]
+
+
+def test_previews_are_sent_to_the_browser_at_most_ten_times_a_second(view, clock, messages):
+    view.add(start("sevt_m"))
+    messages.clear()
+    for n in range(100):  # 100 deltas within 0.5 s
+        clock.now += 0.005
+        view.add(delta("sevt_m", f"{n} "))
+    assert len(messages) <= 2 * 6, messages  # a card and the status line, at most ~6 times
+    view.add(message("sevt_m", "the whole text"))  # the final message is always sent at once
+    assert "the whole text" in cards(view)[0]
+
+
+def test_the_live_view_keeps_a_bounded_number_of_cards_and_counts_the_rest(view, capsys):
+    for n in range(300):
+        data = {"type": "agent.tool_use", "id": f"sevt_{n}", "processed_at": TS, "name": "bash"}
+        view.add(ev({**data, "input": {"command": f"echo {n}"}}))
+    assert len(cards(view)) == session_view.CARDS
+    assert f"{300 - session_view.CARDS} earlier entries hidden" in view.status.value
+    text = printed(view, capsys)
+    assert (
+        "echo 0\n" in text and "echo 299" in text and "echo 150\n" not in text
+    )  # start and end kept
+    assert f"{300 - session_view.ENTRIES} entries not printed" in text
+    assert view.box.children == ()  # the live view gave way to the printed transcript
 
 
 def test_an_event_seen_twice_is_shown_once_and_an_orphan_delta_is_ignored(view):
@@ -70,13 +139,56 @@ def test_an_event_seen_twice_is_shown_once_and_an_orphan_delta_is_ignored(view):
         "name": "bash",
         "input": {"command": "ls"},
     }
-    view.add(ev(tool_use))
-    view.add(ev(tool_use))
+    assert view.add(ev(tool_use)) and not view.add(ev(tool_use))
     view.add(delta("sevt_never_started", "lost"))
-    assert len(view.entries) == 1 and view.stats["tool calls"] == 1
+    assert len([e for e in view.entries if e]) == 1 and len(view.tools) == 1
 
 
-def test_unknown_types_are_shown_generically_and_markup_is_escaped(view, shown):
+def test_a_preview_whose_request_fails_is_never_printed_and_is_marked_in_the_live_view(
+    view, capsys
+):
+    view.add(start("sevt_lost"))
+    view.add(delta("sevt_lost", "I will rewrite everything"))
+    view.add(span_end("sevt_s", is_error=True))
+    assert "not sent" in cards(view)[0]
+    assert "I will rewrite everything" not in printed(view, capsys)
+
+
+def test_preview_frames_the_sdk_does_not_know_change_nothing(view, clock):
+    view.add(start("sevt_m"))
+    view.add(delta("sevt_m", "Hello"))
+    view.add(
+        ev(
+            {
+                "type": "event_delta",
+                "event_id": "sevt_m",
+                "delta": {"type": "citation_delta", "index": 0},
+            }
+        )
+    )
+    view.add(ev({"type": "event_start", "event": {"type": "agent.hologram", "id": "sevt_h"}}))
+    clock.now += 0.2
+    view.add(delta("sevt_m", " world"))
+    assert "Hello world" in cards(view)[0] and len(cards(view)) == 1
+
+
+def test_a_character_split_inside_its_surrogate_pair_is_shown_whole_and_never_half(
+    view, capsys, clock
+):
+    view.add(start("sevt_m"))
+    clock.now += 0.2
+    view.add(delta("sevt_m", "Party \ud83c"))  # the first half of U+1F389
+    assert (
+        "Party" in cards(view)[0] and "\ud83c" not in cards(view)[0] and "�" not in cards(view)[0]
+    )
+    clock.now += 0.2
+    view.add(delta("sevt_m", "\udf89 time"))
+    assert "Party 🎉 time" in cards(view)[0]
+    view.add(message("sevt_m", "Party 🎉 time"))
+    assert "Party 🎉 time" in printed(view, capsys)
+
+
+def test_unknown_types_are_shown_generically_and_no_tag_forms_anywhere(view, capsys):
     view.add(
         ev(
             {
@@ -87,15 +199,22 @@ def test_unknown_types_are_shown_generically_and_markup_is_escaped(view, shown):
             }
         )
     )
-    view.finish("end_turn")
-    [transcript] = shown
-    bundle = transcript._repr_mimebundle_()
-    assert "agent.hologram" in bundle["text/plain"] and "agent.hologram" in bundle["text/html"]
-    assert "<script" not in bundle["text/html"] and "<script" not in bundle["text/plain"]
-    assert "<script" not in card_values(view)[0]
+    view.add(message("sevt_m", "<img src=x onerror=alert(1)> \x1b[31mred\x1b[0m"))
+    assert "agent.hologram" in cards(view)[0]
+    assert all(
+        "<script" not in card and "<img" not in card and "onerror=" not in card
+        for card in cards(view)
+    )
+    text = printed(view, capsys)
+    assert (
+        "agent.hologram" in text
+        and "<script" not in text
+        and "<img" not in text
+        and "\x1b" not in text
+    )
 
 
-def test_requires_action_names_the_waiting_tool(view, shown):
+def test_requires_action_names_the_waiting_tool(view, capsys):
     view.add(
         ev(
             {
@@ -109,28 +228,53 @@ def test_requires_action_names_the_waiting_tool(view, shown):
     )
     idle = {"type": "session.status_idle", "id": "sevt_i", "processed_at": TS}
     view.add(ev({**idle, "stop_reason": {"type": "requires_action", "event_ids": ["sevt_t"]}}))
-    view.finish("requires_action")
-    assert (
-        "edit (sevt_t) waits for your confirmation" in shown[0].text
-        and "always_allow" in shown[0].text
-    )
+    assert "edit (sevt_t) waits for your confirmation" in printed(view, capsys, "requires_action")
 
 
-def test_a_long_turn_keeps_its_start_and_end_in_the_static_transcript(view, shown):
-    for n in range(500):
-        view.add(
-            ev(
-                {
-                    "type": "agent.tool_use",
-                    "id": f"sevt_{n}",
-                    "processed_at": TS,
-                    "name": "bash",
-                    "input": {"command": f"echo {n}"},
-                }
-            )
+def test_the_status_line_counts_input_with_the_cache_and_shows_the_list_cost(view):
+    view.add(span_end("sevt_a", input_tokens=3, cache_creation_input_tokens=1000))
+    view.add(
+        span_end(
+            "sevt_b", input_tokens=3, cache_read_input_tokens=1000, cache_creation_input_tokens=200
         )
-    view.finish("end_turn")
-    text = shown[0].text
-    assert "echo 0\n" in text and "echo 499" in text and "echo 250\n" not in text
-    assert "420 entries in the middle are not shown" in text
-    assert len(card_values(view)) == 500  # the live view keeps them all
+    )
+    usage = {
+        "input_tokens": 6,
+        "output_tokens": 20,
+        "list_cost": {"amount": "1234", "currency": "USD"},
+    }
+    view.add(
+        ev(
+            {
+                "type": "session.usage",
+                "id": "sevt_u",
+                "processed_at": TS,
+                "usage": usage,
+                "budget": None,
+            }
+        )
+    )
+    line = view.status_line()
+    assert (
+        "2 model requests" in line
+        and "2,206 input tokens (1,000 cache reads, 1,200 cache writes)" in line
+    )
+    assert "20 output tokens" in line and "list cost $12.34" in line
+
+
+def test_a_second_turn_counts_both_turns_and_prints_only_its_own_entries(view, capsys):
+    view.add(message("sevt_1", "first turn"))
+    view.add(span_end("sevt_a"))
+    printed(view, capsys)
+    view.live("Turn 2")
+    view.add(message("sevt_2", "second turn"))
+    view.add(span_end("sevt_b"))
+    text = printed(view, capsys)
+    assert text.startswith("Turn 2 · ") and "2 model requests" in text
+    assert "second turn" in text and "first turn" not in text
+
+
+def test_clip_and_plain():
+    assert clip("x" * 250).endswith("… [50 more characters]")
+    assert clip("\n".join(map(str, range(20)))).endswith("… [8 more lines]")
+    assert plain("a < b and <b>bold</b>") == "a < b and &lt;b>bold&lt;/b>"

@@ -1,16 +1,24 @@
-"""The committed notebook: publishable as stored, checked strictly by nbval, helpful without a key."""
+"""The committed notebook: publishable as stored, checked strictly by nbval, and kind to a reader's
+habits (no key, running cleanup twice, interrupting the kernel while a turn streams)."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
+import threading
 
 import nbformat
 import pytest
 from nbclient.exceptions import CellExecutionError
 
-from tests.notebook_runner import NOTEBOOK, WIDGET_VIEW, client_for, execute_like_a_reader, nbval
+from tests.notebook_runner import (
+    NOTEBOOK,
+    WIDGET_VIEW,
+    client_for,
+    nbval,
+    outputs_of,
+    setup_cells,
+)
 from tests.replay import SHIPPED_CASSETTE
 from tests.replay.cassette import Cassette
 
@@ -53,65 +61,142 @@ def test_execution_counts_in_order_and_standard_kernel(stored):
 
 
 def test_outputs_come_from_the_shipped_cassette(stored):
+    exchanges = Cassette.load(SHIPPED_CASSETTE).exchanges
     session_id = next(
-        ex["response"]["json"]["id"]
-        for ex in Cassette.load(SHIPPED_CASSETTE).exchanges
-        if ex["request"]["path"] == "/v1/sessions"
+        ex["response"]["json"]["id"] for ex in exchanges if ex["request"]["path"] == "/v1/sessions"
     )
     assert session_id in json.dumps([c.get("outputs", []) for c in stored.cells])
 
 
-def changed_cassette(tmp_path, event_type: str, marker: str):
-    """A copy of the shipped cassette whose last `event_type` event ends with `marker`, in the
-    stream and in the history alike (so it works for any cassette, scripted or recorded)."""
-    cassette = Cassette.load(SHIPPED_CASSETTE)
-    events = [
-        data
-        for ex in cassette.exchanges
-        for data in [e.get("data") for e in ex["response"].get("sse", [])]
-        + ex["response"].get("json", {}).get("data", [])
-        if isinstance(data, dict) and data.get("type") == event_type
-    ]
-    assert events, f"the cassette has no {event_type}"
-    target = events[-1]["id"]
-    for data in events:
-        if data["id"] == target:
-            data["content"][-1]["text"] += marker
-    path = tmp_path / "changed.jsonl"
-    cassette.save(path)
-    return path
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("event_type", ["agent.message", "agent.tool_result"])
-def test_nbval_fails_when_agent_output_changes(tmp_path, event_type):
-    marker = " [changed by the test]"
-    done = nbval(cassette=changed_cassette(tmp_path, event_type, marker))
-    assert done.returncode != 0, done.stdout[-2000:]
-    assert marker in done.stdout, "nbval's report shows the changed text"
-
-
-@pytest.mark.slow
-def test_without_a_key_the_setup_cell_says_so_in_one_sentence(stored, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
-    env["ANTHROPIC_CONFIG_DIR"] = str(tmp_path)  # no profile on disk either
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    setup = next(i for i, c in enumerate(nb.cells) if "Anthropic()" in c.source)
-    client = client_for(nb, timeout=60)
-    with client.setup_kernel(env=env), pytest.raises(CellExecutionError):
-        client.execute_cell(nb.cells[setup], setup)
-    [error] = [o for o in nb.cells[setup].outputs if o.output_type == "error"]
-    assert error.ename == "SystemExit" and error.evalue.startswith(
-        "No API key: set ANTHROPIC_API_KEY"
+def test_the_stored_report_reads_as_promised(stored):
+    text, _, _ = outputs_of(stored)
+    for line in (
+        "Original tests: 6 of 6 pass",
+        "Functions changed: add, divide, power",
+        "mean(): unchanged",
+    ):
+        assert f"\n{line}\n" in text
+    for line in (
+        "Regression tests: 3",
+        "Catch the original bugs: 3 of 3",
+        "Pass on the fix: 3 of 3",
+    ):
+        assert f"\n{line}\n" in text
+    request = next(
+        ex["request"]
+        for ex in Cassette.load(SHIPPED_CASSETTE).exchanges
+        if ex["request"]["path"] == "/v1/agents"
     )
-    assert "CredentialsError" not in json.dumps(error) and len(error.traceback) <= 2
+    toolset = request["json"]["tools"][0]
+    assert toolset["default_config"] == {"enabled": False}
+    assert [c["name"] for c in toolset["configs"] if c["enabled"]] == [
+        "bash",
+        "read",
+        "write",
+        "edit",
+        "glob",
+        "grep",
+    ]
 
 
 @pytest.mark.slow
-def test_cleanup_is_safe_to_run_twice():
-    nb, fake, failed = execute_like_a_reader(SHIPPED_CASSETTE, cleanup_again=True)
+def test_nbval_runs_the_committed_notebook_strictly():
+    """nbval (not --nbval-lax) against the shipped cassette: every output as stored, every
+    recorded exchange played, no request refused."""
+    done = nbval()
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout
+
+
+def broken_cassette(tmp_path) -> tuple:
+    """A copy of the shipped cassette that nbval must reject three ways: the first short tool
+    result (one the transcript prints whole) and the last agent message end with a marker, in
+    the stream and the history alike (so it works for any cassette), and one more exchange is
+    never asked for."""
+    cassette = Cassette.load(SHIPPED_CASSETTE)
+    markers = {"agent.tool_result": " [result changed]", "agent.message": " [message changed]"}
+    for event_type, marker in markers.items():
+        events = [
+            data
+            for ex in cassette.exchanges
+            for data in [e.get("data") for e in ex["response"].get("sse", [])]
+            + ex["response"].get("json", {}).get("data", [])
+            if isinstance(data, dict) and data.get("type") == event_type
+        ]
+        short = [e for e in events if len(e["content"][-1]["text"].splitlines()) < 5]
+        target = short[0]["id"] if event_type == "agent.tool_result" else events[-1]["id"]
+        for data in events:
+            if data["id"] == target:
+                data["content"][-1]["text"] += marker
+    extra = {
+        "request": {"method": "GET", "path": "/v1/agents/agent_never_asked"},
+        "response": {"status": 200, "json": {}},
+    }
+    cassette.exchanges.append(extra)
+    cassette.save(tmp_path / "broken.jsonl")
+    return tmp_path / "broken.jsonl", [
+        *markers.values(),
+        "never played",
+        "/v1/agents/agent_never_asked",
+    ]
+
+
+@pytest.mark.slow
+def test_nbval_fails_when_the_recording_differs_or_is_not_all_played(tmp_path):
+    """nbval compares every printed output (a tool result in one cell, a message in another),
+    and the replay fails the run when a recorded exchange was never played."""
+    cassette, signs = broken_cassette(tmp_path)
+    done = nbval(cassette=cassette)
+    assert done.returncode != 0, done.stdout[-2000:]
+    for sign in signs:
+        assert sign in done.stdout, f"{sign!r} is not in nbval's report"
+
+
+@pytest.mark.slow
+def test_without_a_key_the_setup_cell_says_so_in_one_sentence(tmp_path):
+    """A reader's kernel: no key, no base URL, a fresh empty HOME, nothing else set."""
+    import os
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    *imports, setup = setup_cells(nb)
+    client = client_for(nb, timeout=60)
+    with client.setup_kernel(env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)}):
+        for i in imports:
+            client.execute_cell(nb.cells[i], i)
+        with pytest.raises(CellExecutionError):
+            client.execute_cell(nb.cells[setup], setup)
+    [error] = [o for o in nb.cells[setup].outputs if o.output_type == "error"]
+    assert len(error.traceback) == 1 and error.traceback[0].startswith(
+        "No API key: set ANTHROPIC_API_KEY"
+    ), error
+
+
+@pytest.mark.slow
+def test_cleanup_is_safe_to_run_twice(reader):
+    nb, fake, failed = reader.run(SHIPPED_CASSETTE, cleanup_again=True)
     second = "".join(o.get("text", "") for o in nb.cells[-2].outputs)
     assert failed is None
     assert second.count("is already archived") == 3, second
     assert sum(e["path"].endswith("/archive") for e in fake.log) == 3
     assert fake.unmatched() == [] and fake.unplayed() == []
+
+
+@pytest.mark.slow
+def test_an_interrupt_while_a_turn_streams_is_one_note_and_a_transcript(reader):
+    """Kernel › Interrupt during the first turn: no traceback, the note says the agent may still
+    be working (and costing), and what was seen so far is printed."""
+    timer = threading.Timer(3.0, reader.interrupt)
+    timer.start()
+    try:
+        nb, _, _ = reader.run(SHIPPED_CASSETTE, speed=1, stop_after="view.finish(ended)")
+    finally:
+        timer.cancel()
+    turn = next(c for c in nb.cells if "view.finish(ended)" in c.source)
+    text = "".join(o.get("text", "") for o in turn.outputs)
+    assert not [o for o in turn.outputs if o.output_type == "error"]
+    assert (
+        "You stopped watching." in text
+        and "costing money" in text
+        and "[You] The tests of a small" in text
+    )
+    assert text.startswith("Turn 1: make the tests pass · stopped ·")

@@ -1,126 +1,152 @@
-"""Every way a turn can go wrong, run through the whole notebook against a scenario cassette.
+"""Every way a session can go wrong, run through the whole notebook against a scenario cassette.
 
 Each cassette in tests/scenarios/ comes from the scripted-session generator (see
-tests/replay/scenarios.py). The notebook runs cell by cell as a reader's "Run All" would;
-where a cell fails on purpose (the HTTP-error scenarios) the cleanup cell runs next.
+tests/replay/scenarios.py). The notebook runs cell by cell as a reader's "Run All" would; where
+a cell fails on purpose (the HTTP-error scenarios) the cleanup cell runs next. Each scenario
+checks what the reader is told, what must not happen, that every created resource was
+archived, that every recorded exchange was played, and that agent output stays harmless.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import time
+import subprocess
 
 import pytest
 
-from tests.notebook_runner import execute_like_a_reader
+from tests.notebook_runner import outputs_of
 from tests.replay import SCENARIO_DIR
+from tests.replay.cassette import Cassette
 
-# scenario -> (sentences that must appear in the outputs, the failing cell's error name or None)
-EXPECTED = {
-    "error_retrying": (
-        ["model_overloaded_error", "finished its turn (end_turn)", "All 6 original"],
-        None,
-    ),
-    "retries_exhausted": (
-        ["stopped early (retries_exhausted)", "No output file", "Archived the agent"],
-        None,
-    ),
-    "requires_action": (
-        ["(requires_action): edit", "waits for your confirmation", "always_allow"],
-        None,
-    ),
-    "refusal": (["The turn stopped early (refusal)", "No output file"], None),
-    "budget_reached": (["The turn stopped early (budget_reached)", "No output file"], None),
-    "terminated": (
-        ["The session was terminated", "events in the session's history", "Archived the session"],
-        None,
-    ),
-    "dropped": (
-        [
-            "The stream stopped before the turn ended",
-            "(from history)",
-            "end_turn",
-            "All 6 original",
-        ],
-        None,
-    ),
-    "error_frame": (
-        ["The stream carried an error event (overloaded_error: Overloaded)", "All 6 original"],
-        None,
-    ),
-    "stall": (["No event arrived for 2 s", "(from history)", "All 6 original"], None),
-    "http_401": (
-        ["invalid x-api-key", "No agent was created, so none to archive."],
-        "AuthenticationError",
-    ),
-    "http_404_environment": (
-        ["not enabled for this organization", "Archived the agent", "No environment was created"],
-        "NotFoundError",
-    ),
-    "hostile": (
-        ["more characters]", "more lines]", "agent.hologram_projected", "All 6 original"],
-        None,
-    ),
+# What the reader is told: scenario -> sentences that must appear in the printed outputs.
+MUST = {
+    "error_retrying": ["model_overloaded_error", "The agent finished its turn (end_turn).", "Original tests: 6 of 6 pass"],
+    "retries_exhausted": ["The turn stopped early (retries_exhausted).", "The agent saved no calc.py", "Skipped: the first turn did not finish (retries_exhausted)"],
+    "requires_action": ["The turn stopped (requires_action): edit (sevt_", "waits for your confirmation"],
+    "refusal": ["The turn stopped early (refusal). The request was declined by the model.", "The agent saved no calc.py"],
+    "budget_reached": ["The turn stopped early (budget_reached).", "The agent saved no calc.py"],
+    "terminated": ["The session was terminated", "Archived the session"],
+    "dropped": ["The stream closed before the turn ended.", "Reconnecting (1 of 3)", "(from history)", "The agent finished its turn (end_turn).", "Original tests: 6 of 6 pass"],
+    "error_frame": ["The stream carried an error event (overloaded_error: Overloaded).", "Reconnecting (1 of 3)", "Original tests: 6 of 6 pass"],
+    "stall": ["No event arrived for 2 s (COOKBOOK_STREAM_TIMEOUT).", "Reconnecting (1 of 3)", "Original tests: 6 of 6 pass"],
+    "endless": ["The turn did not end within 3 s (COOKBOOK_TURN_TIMEOUT).", "The agent saved no calc.py", "Sent user.interrupt to the session", "Archived the session"],
+    "previews": ["First `add` 🎉, which must add:", "Original tests: 6 of 6 pass"],
+    "archive_refused": ["Archiving the session was refused (Session sesn_", "cannot be archived while its status is running.)", "Sent user.interrupt to the session", "Archived the session"],
+    "restart": ["not yet archived are 1 session(s), 1 environment(s), 1 agent(s).", "Archived the session", "Archived the environment", "Archived the agent"],
+    "http_401": ["The API answered 401 (authentication_error): invalid x-api-key", "Could not look for what this cookbook left behind: The API answered 401"],
+    "http_404_environment": ["not enabled for this organization", "Archived the agent"],
+    "hostile": ["more characters]", "more lines]", "agent.hologram_projected", "Original tests: 6 of 6 pass"],
+    "shadowed_mean": ["Original tests: 6 of 6 pass", "Functions changed: add, divide, power, mean", "mean(): changed", "Verdict: the tests pass, but mean() was changed"],
+    "spoofing": ["Original tests: 0 of 6 pass; did not run: test_add, test_subtract, test_multiply, test_divide, test_power, test_mean (the test process ended early, exit status 0)", "Verdict: not verified: 6 of 6 original tests did not run."],
+    "background_child": ["Original tests: 6 of 6 pass", "Functions changed: add, divide, power"],
+    "infinite_loop": ["Original tests: 4 of 6 pass; did not run: test_power, test_mean (timed out after 2 s)", "Verdict: not verified: 2 of 6"],
+    "syntax_error": ["calc.py does not parse: SyntaxError on line 5", "Verdict: not fixed: the agent's calc.py does not parse."],
+    "crlf": ["Original tests: 6 of 6 pass", "Functions changed: add, divide, power\nmean(): unchanged"],
+    "extra_outputs": ["Other files the agent saved: NOTES.md, test_calc.py"],
+    "input_copies": ["Original tests: 6 of 6 pass", "Functions changed: add, divide, power"],
+    "late_output": ["Waited 1.8 s for the session's outputs to be listed.", "Original tests: 6 of 6 pass"],
+    "reads_env": ["Original tests: 6 of 6 pass"],
+    "extra_change": ["Functions changed: add, subtract, divide, power", "Verdict: the tests pass, but the agent also changed subtract()"],
+    "unchanged": ["Functions changed: none", "mean(): unchanged", "Verdict: nothing was fixed"],
+    "regression_blind": ["Regression tests: 3", "Catch the original bugs: 2 of 3; not: test_divide_is_true_division", "Pass on the fix: 3 of 3", "Verdict: not every test guards a fix"],
+    "regression_unsaved": ["The agent saved no test_regressions.py", "Waited"],
+    "turn2_budget": ["Turn 2: regression tests · budget_reached ·", "The turn stopped early (budget_reached).", "The agent saved no test_regressions.py"],
+}  # fmt: skip
+# ...and what must not be said.
+MUST_NOT = {
+    "syntax_error": ["Functions changed:", "mean():"],
+    "spoofing": ["\nPASS test_add"],
+    "previews": ["I will now rewrite the whole module"],
+    "turn2_budget": ["Waited"],
 }
-TIME_BOUND_S = 60
+RECONNECTING = {"dropped", "error_frame", "stall"}
+FAILING_CELL = {"http_401": "AuthenticationError", "http_404_environment": "NotFoundError"}
+PACED = {"stall", "endless"}  # replayed at the recorded pace: their silence is the point
+LIMITS = {  # the cookbook's own limits, shortened where a scenario would wait them out
+    "stall": {"COOKBOOK_STREAM_TIMEOUT": "2"},
+    "endless": {"COOKBOOK_TURN_TIMEOUT": "3"},
+    "infinite_loop": {"COOKBOOK_RUN_TIMEOUT": "2"},
+    "regression_unsaved": {"COOKBOOK_OUTPUT_WAIT": "1"},
+}
 NOTEBOOK_BOUND_BYTES = 150_000  # the stored notebook stays small, whatever the agent printed
 
 
-def outputs_of(nb) -> tuple[str, str, list[tuple[int, dict]]]:
-    """All plain text and all HTML the notebook shows, and its error outputs by cell."""
-    text, html, errors = [], [], []
-    for i, cell in enumerate(nb.cells):
-        for out in cell.get("outputs", []):
-            if out.output_type == "stream":
-                text.append(out.text)
-            elif out.output_type == "error":
-                errors.append((i, out))
-                text.append(f"{out.ename}: {out.evalue}")
-            else:
-                text.append(out.data.get("text/plain", ""))
-                html.append(out.data.get("text/html", ""))
-    return "\n".join(text), "\n".join(html), errors
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_scenario(name):
-    sentences, failing_error = EXPECTED[name]
-    stall = name == "stall"  # the only one that needs real time: the stream's silence
-    started = time.monotonic()
-    nb, fake, failed_cell = execute_like_a_reader(
-        SCENARIO_DIR / f"{name}.jsonl",
-        env={"COOKBOOK_STREAM_TIMEOUT": "2"} if stall else None,
-        speed=1 if stall else 0,
+@pytest.mark.parametrize("name", sorted(MUST))
+def test_scenario(name, reader):
+    path = SCENARIO_DIR / f"{name}.jsonl"
+    speed = 1 if name in PACED else 0
+    nb, fake, failed = reader.run(
+        path, speed, LIMITS.get(name), restart_before_cleanup=name == "restart"
     )
-    assert time.monotonic() - started < TIME_BOUND_S
     text, html, errors = outputs_of(nb)
-    for sentence in sentences:
-        assert sentence in text, f"{name}: expected {sentence!r} in the outputs"
 
-    if failing_error:
-        assert [(i, e.ename) for i, e in errors] == [(failed_cell, failing_error)]
-        assert ".create(" in nb.cells[failed_cell].source
+    for sentence in MUST[name]:
+        assert sentence in text, f"{name}: expected {sentence!r} in the outputs:\n{text[-3000:]}"
+    for sentence in MUST_NOT.get(name, []):
+        assert sentence not in text, f"{name}: {sentence!r} must not be said"
+    if name in FAILING_CELL:
+        assert [(i, e.ename) for i, e in errors] == [(failed, FAILING_CELL[name])]
+        assert ".create(" in nb.cells[failed].source and len(errors[0][1].traceback) == 1
     else:
-        assert failed_cell is None and errors == []
+        assert failed is None and errors == [], errors
 
-    assert fake.unmatched() == [], fake.unmatched()
-    assert fake.unplayed() == [], fake.unplayed_report()
+    assert fake.unmatched() == [], fake.problems()
+    assert fake.unplayed() == [], fake.problems()
     for kind, resource_id in created(fake):
+        archive = f"/v1/{kind}/{resource_id}/archive"
         assert any(
-            e["method"] == "POST" and e["path"] == f"/v1/{kind}/{resource_id}/archive"
-            for e in fake.log
+            e["method"] == "POST" and e["path"] == archive and e["status"] == 200 for e in fake.log
         ), f"{name}: {kind} {resource_id} was created but never archived"
 
-    # Agent text is escaped in both renderings: no tag can form, not even in a viewer that
-    # renders text/plain as HTML, and no event-handler attribute survives in the HTML.
-    for rendering in (html, text):
-        assert not re.search(r"<\s*(script|img)", rendering, re.I), (
+    if name not in RECONNECTING:  # a stream that delivers the ending is never reconnected
+        assert "Reconnecting" not in text and "The stream closed before the turn ended" not in text
+        reads = [e for e in fake.log if e["method"] == "GET" and e["path"].endswith("/events")]
+        assert len(reads) <= 1, f"{name}: the history was read besides the polling sidebar"
+    else:
+        assert_each_message_once(text, path)
+
+    stored = json.dumps(nb)
+    assert "\x1b" not in stored and "\\u001b" not in stored, (
+        f"{name}: a terminal escape reached the notebook"
+    )
+    for rendering in (html, text):  # agent text is escaped: no tag can form in any rendering
+        assert not re.search(r"<(script|img|b>)", rendering, re.I), (
             f"{name}: markup from the agent got through"
         )
     assert "onerror=" not in html.lower()
-    assert len(json.dumps(nb)) < NOTEBOOK_BOUND_BYTES
+    assert len(stored) < NOTEBOOK_BOUND_BYTES
+    if name == "background_child":  # the process group went down with everything calc.py started
+        assert subprocess.run(["pgrep", "-f", "sleep 75"], capture_output=True).returncode == 1
+
+
+def test_the_shipped_cassette_needs_no_interrupt_and_no_catch_up(reader):
+    from tests.replay import SHIPPED_CASSETTE
+
+    nb, fake, failed = reader.run(SHIPPED_CASSETTE)
+    text, _, errors = outputs_of(nb)
+    assert failed is None and errors == []
+    sends = [e for e in fake.log if e["method"] == "POST" and e["path"].endswith("/events")]
+    assert len(sends) == 2, "only the two user messages are sent: no user.interrupt was needed"
+    assert "Reconnecting" not in text and "Sent user.interrupt" not in text
+
+
+def assert_each_message_once(text: str, path) -> None:
+    """After a reconnect, every agent message of the first turn is printed exactly once."""
+    turn_one, messages = " ".join(text.split("Turn 2:")[0].split()), []
+    for exchange in Cassette.load(path).exchanges:
+        if exchange["request"] == {**exchange["request"], "method": "GET", "path": "/v1/files"}:
+            break  # the first verification: the first turn is over
+        for entry in exchange["response"].get("sse", []):
+            if entry.get("event") == "agent.message" and entry["data"]["id"] not in {
+                m for m, _ in messages
+            }:
+                messages.append((entry["data"]["id"], entry["data"]["content"][0]["text"]))
+    assert messages
+    for _, message in messages:
+        opening = " ".join(message.split()[:6])
+        assert turn_one.count(opening) == 1, f"{opening!r} is not printed exactly once"
 
 
 def created(fake) -> list[tuple[str, str]]:
@@ -133,7 +159,6 @@ def created(fake) -> list[tuple[str, str]]:
             and kind in ("agents", "environments", "sessions")
             and entry["status"] == 200
         ):
-            found.append(
-                (kind, fake.cassette.exchanges[entry["exchange"] - 1]["response"]["json"]["id"])
-            )
+            exchange = fake.cassette.exchanges[entry["exchange"] - 1]
+            found.append((kind, exchange["response"]["json"]["id"]))
     return found
