@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from anthropic._models import validate_type
+from anthropic.types.beta import (
+    BetaEnvironment,
+    BetaFileMetadata,
+    BetaManagedAgentsAgent,
+    BetaManagedAgentsSession,
+)
+from anthropic.types.beta.sessions import (
+    BetaManagedAgentsSendSessionEvents,
+    BetaManagedAgentsSessionEvent,
+)
 
 from tests.replay import FIXTURES, SCENARIO_DIR, SHIPPED_CASSETTE, SHIPPED_SCRIPT
 from tests.replay.cassette import Cassette
 from tests.replay.scenarios import SCENARIOS
 from tests.replay.script import generate
-from tests.replay_fixtures import check_cassette_events
+from tests.replay_fixtures import STREAM_EVENT_CLASSES, check_cassette_events
 
 STALE = "is stale: regenerate it with `make cassettes` (then `make notebook`) and commit the result"
 
@@ -57,3 +70,79 @@ def test_every_event_parses_as_its_own_sdk_type_and_every_turn_ends(name):
         check_cassette_events(
             cassette, unknown_types=name in UNKNOWN_TYPES, turns_end=name not in NEVER_ENDS
         )
+
+
+# Which SDK type each endpoint's 200 body is: (method, path pattern) -> (type, is it a page).
+BODIES = [
+    ("POST", r"/v1/agents(/[^/]+/archive)?", BetaManagedAgentsAgent, False),
+    ("GET", r"/v1/agents", BetaManagedAgentsAgent, True),
+    ("POST", r"/v1/environments(/[^/]+/archive)?", BetaEnvironment, False),
+    ("GET", r"/v1/environments", BetaEnvironment, True),
+    ("POST", r"/v1/files", BetaFileMetadata, False),
+    ("GET", r"/v1/files", BetaFileMetadata, True),
+    ("POST", r"/v1/sessions(/[^/]+(/archive)?)?", BetaManagedAgentsSession, False),
+    ("GET", r"/v1/sessions/[^/]+", BetaManagedAgentsSession, False),
+    ("GET", r"/v1/sessions", BetaManagedAgentsSession, True),
+    ("POST", r"/v1/sessions/[^/]+/events", BetaManagedAgentsSendSessionEvents, False),
+    ("GET", r"/v1/sessions/[^/]+/events", BetaManagedAgentsSessionEvent, True),
+]
+
+
+@pytest.mark.parametrize("name", ["shipped", *sorted(SCENARIOS)])
+def test_every_resource_body_parses_strictly_as_its_sdk_type(name):
+    """The agent, environment, file, session, send and list bodies the generator writes, as the
+    SDK would parse them with strict response validation."""
+    path = SHIPPED_CASSETTE if name == "shipped" else SCENARIO_DIR / f"{name}.jsonl"
+    for n, ex in enumerate(Cassette.load(path).exchanges, 1):
+        request, response = ex["request"], ex["response"]
+        if response["status"] != 200 or "json" not in response:
+            continue
+        [(kind, page)] = [
+            (kind, page)
+            for method, pattern, kind, page in BODIES
+            if method == request["method"] and re.fullmatch(pattern, request["path"])
+        ]
+        for body in response["json"]["data"] if page else [response["json"]]:
+            if name in UNKNOWN_TYPES and page and body.get("type") not in STREAM_EVENT_CLASSES:
+                continue  # an event type the SDK does not know, on purpose
+            try:
+                validate_type(type_=kind, value=body)
+            except Exception as err:
+                raise AssertionError(
+                    f"{path.name}, exchange {n}: not a strict {kind.__name__}: {err}"
+                ) from None
+
+
+@pytest.mark.parametrize("name", ["shipped", *sorted(SCENARIOS)])
+def test_each_usage_snapshot_adds_up_the_requests_before_it(name):
+    """session.usage is cumulative: its tokens are the sum of every model request so far."""
+    path = SHIPPED_CASSETTE if name == "shipped" else SCENARIO_DIR / f"{name}.jsonl"
+    events = {}  # every persisted event once, from the streams and the history alike
+    for ex in Cassette.load(path).exchanges:
+        listed = (
+            ex["response"].get("json", {}).get("data", [])
+            if ex["request"]["path"].endswith("/events")
+            else []
+        )
+        for data in [e.get("data", {}) for e in ex["response"].get("sse", [])] + listed:
+            if "id" in data and data.get("processed_at"):
+                events[data["id"]] = data
+    sums = dict.fromkeys(("input", "output", "read", "write"), 0)
+    for data in sorted(events.values(), key=lambda d: d["processed_at"]):
+        if data["type"] == "span.model_request_end":
+            u = data["model_usage"]
+            sums["input"] += u["input_tokens"]
+            sums["output"] += u["output_tokens"]
+            sums["read"] += u["cache_read_input_tokens"]
+            sums["write"] += u["cache_creation_input_tokens"]
+        elif data["type"] == "session.usage":
+            u, made = data["usage"], data["usage"]["cache_creation"]
+            got = {
+                "input": u["input_tokens"],
+                "output": u["output_tokens"],
+                "read": u["cache_read_input_tokens"],
+            }
+            got["write"] = made["ephemeral_5m_input_tokens"] + made["ephemeral_1h_input_tokens"]
+            assert got == sums, (
+                f"{path.name}: a usage snapshot that is not the sum of the requests before it"
+            )

@@ -88,6 +88,9 @@ def test_the_stored_report_reads_as_promised(stored):
         if ex["request"]["path"] == "/v1/agents"
     )
     toolset = request["json"]["tools"][0]
+    assert request["json"]["metadata"] == {
+        "anthropic_cookbook": "claude-cookbooks/iterate-failing-tests"
+    }
     assert toolset["default_config"] == {"enabled": False}
     assert [c["name"] for c in toolset["configs"] if c["enabled"]] == [
         "bash",

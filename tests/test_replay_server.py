@@ -753,3 +753,21 @@ def test_equivalent_spellings_from_other_recorders_still_match():
         client.beta.files.upload(file=("calc.py", CALC_PY, "text/x-python"))
         client.beta.agents.archive(AGENT_ID)
     assert fake.unplayed() == [] and fake.unmatched() == []
+
+
+def test_files_list_by_session_needs_the_managed_agents_beta_header():
+    """scope_id is a Managed Agents parameter: without the beta header the live API rejects it
+    (seen by the cookbook), and so does the fake; with it, the listing is played."""
+    listing = file_body(OUTPUT_FILE_ID, "calc.py", FIXED_CALC_PY, downloadable=True)
+    only = exchange(
+        "GET",
+        "/v1/files",
+        {"json": {"data": [listing], "next_page": None}},
+        query={"scope_id": [SESSION_ID]},
+    )
+    with ReplayServer(make_cassette([only])) as fake:
+        client = make_client(fake, max_retries=0)
+        with pytest.raises(anthropic.BadRequestError, match="anthropic-beta header managed-agents"):
+            client.beta.files.list(scope_id=SESSION_ID)
+        listed = client.beta.files.list(scope_id=SESSION_ID, betas=[BETA])
+        assert [f.filename for f in listed.data] == ["calc.py"]

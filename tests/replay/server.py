@@ -37,6 +37,7 @@ from .loopback import CLIENT_GONE, LoopbackHandler, LoopbackServer
 from .matching import closest, request_key
 from .sse import sse_frame
 
+MANAGED_AGENTS_BETA = "managed-agents-2026-04-01"
 # Response headers that describe the stored body, not the replayed one.
 HOP_HEADERS = {"content-length", "transfer-encoding", "content-encoding", "connection"}
 READS = ("GET", "HEAD")
@@ -74,6 +75,23 @@ class _ReplayHandler(LoopbackHandler):
             "query": canonical_query(url.query),
         }
         key = request_key(request | request_body(self.headers.get("content-type", ""), body))
+        if "scope_id" in request["query"] and MANAGED_AGENTS_BETA not in self.headers.get(
+            "anthropic-beta", ""
+        ):
+            # As the live API does (seen by the cookbook): scope_id is a Managed Agents parameter.
+            message = (
+                f"scope_id: unknown field; send the anthropic-beta header {MANAGED_AGENTS_BETA}"
+            )
+            refused = {
+                "take": self.owner.take.number,
+                "exchange": None,
+                "status": 400,
+                "refusal": message,
+            }
+            self.owner.log.append(
+                {"method": self.command, "path": key["path"], "query": key["query"], **refused}
+            )
+            return self.send_api_error(400, "invalid_request_error", message)
         take, n, refusal = self.owner.match(key)
         entry = {
             "take": take.number,

@@ -217,7 +217,13 @@ class Agent:
 
     def go_idle(self, stop_reason: dict, started: datetime, **extra: Any) -> None:
         self.usage["ms"] += int((self.clock.now - started).total_seconds() * 1000)
-        self.emit((60, 120), {"type": "session.usage", "usage": self.snapshot(), "budget": None})
+        usage = self.snapshot()  # a budget stop implies a budget: the one the session just reached
+        budget = (
+            {"type": "limit", "max_list_cost": usage["list_cost"]}
+            if stop_reason["type"] == "budget_reached"
+            else None
+        )
+        self.emit((60, 120), {"type": "session.usage", "usage": usage, "budget": budget})
         self.emit((10, 30), {"type": "session.status_idle", "stop_reason": stop_reason, **extra})
         self.turn.ending = stop_reason["type"]
 
