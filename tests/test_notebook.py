@@ -46,6 +46,7 @@ def test_outputs_are_clean(stored):
             assert WIDGET_VIEW not in out.get("data", {}), (
                 "widget views without stored state do not publish"
             )
+            assert "\\u001b" not in blob, "a terminal escape in a stored output"
 
 
 def test_execution_counts_in_order_and_standard_kernel(stored):
