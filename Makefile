@@ -5,7 +5,7 @@ STAMP   := .venv/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
 CASSETTE := fixtures/recordings/iterate_failing_tests.jsonl
 LAB_ARGS ?=  # e.g. --allow-root, --no-browser, --port=8899
 
-.PHONY: run lab test record notebook cassettes lint bench site clean
+.PHONY: run lab test record notebook cassettes lint bench site clean mutate
 
 $(STAMP): requirements.txt
 	python3 -m venv .venv
@@ -52,6 +52,11 @@ bench: $(STAMP)
 ## authors entries; SITE_AUTHOR=<handle>) and the page as the site renders it, in build/site/
 site: $(STAMP)
 	$(PY) -m tests.site
+
+## mutate: break the code with each curated mutation (tests/mutate.py) in a copy of the tree and run
+## the tests that must catch it; fails if one survives (slow, so not part of make test)
+mutate: $(STAMP)
+	$(PY) -m tests.mutate
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

@@ -12,7 +12,7 @@ from collections import Counter
 import ipywidgets as widgets
 from anthropic.lib.sessions import accumulate_managed_agents_event
 
-LINES, CHARS, TEXT = 12, 200, 4_000  # per tool result: lines, characters per line; per message
+LINES, CHARS, PROSE = 12, 200, (60, 1_000)  # lines and characters per line: tool result; message
 ENTRIES, CARDS, WIDTH = 80, 40, 100  # printed entries per turn, live cards kept, text width
 EDIT = (("-", "old_string"), ("+", "new_string"))  # an edit call, shown as -/+ lines
 STYLE = "white-space:pre-wrap;margin:2px 0"  # a card keeps the text's line breaks
@@ -84,7 +84,7 @@ class SessionView:
                 self._entry(who + tag, text_of(ev.content), True, self.open.pop(ev.id, [None])[0])
             case "agent.tool_use":
                 self.tools[ev.id] = ev.name  # also counts the tool calls
-                self._entry(ev.name + tag, clip(tool_input(ev.input or {}), 40, TEXT))
+                self._entry(ev.name + tag, clip(tool_input(ev.input or {}), 40, PROSE[1]))
             case "agent.tool_result":
                 label = f"{self.tools.get(ev.tool_use_id, 'tool')} result{' (error)' * bool(ev.is_error)}"
                 self._entry(label + tag, clip(text_of(ev.content)))
@@ -173,7 +173,7 @@ class SessionView:
         if index is None:
             self.entries.append(None)
             index = len(self.entries) - 1
-        self.entries[index] = (label, clip(text, 200, TEXT) if prose else text, prose)
+        self.entries[index] = (label, clip(text, *PROSE) if prose else text, prose)
         self.dirty.add(index)
         return index
 

@@ -9,7 +9,7 @@ from anthropic._models import construct_type
 from anthropic.types.beta.sessions import BetaManagedAgentsStreamSessionEvents
 
 import session_view
-from session_view import SessionView, clip, plain
+from session_view import PROSE, SessionView, clip, plain
 
 TS = "2026-11-20T09:30:00.000Z"
 
@@ -278,3 +278,18 @@ def test_clip_and_plain():
     assert clip("x" * 250).endswith("… [50 more characters]")
     assert clip("\n".join(map(str, range(20)))).endswith("… [8 more lines]")
     assert plain("a < b and <b>bold</b>") == "a < b and &lt;b>bold&lt;/b>"
+
+
+def test_a_long_agent_message_is_cut_to_the_message_bound(view, capsys):
+    """An agent message keeps at most PROSE lines of PROSE characters, in the live card and the
+    printed transcript, saying how much was cut."""
+    lines, chars = PROSE
+    view.add(message("sevt_m", "x" * (chars + 6_000) + "\nline" * (lines + 10)))
+    card = view.box.children[1].value
+    assert (
+        "x" * (chars + 1) not in card
+        and "[6,000 more characters]" in card
+        and "[11 more lines]" in card
+    )
+    printed_text = printed(view, capsys)
+    assert printed_text.count("x") == chars and "[11 more lines]" in printed_text

@@ -157,6 +157,23 @@ def test_nbval_fails_when_the_recording_differs_or_is_not_all_played(tmp_path):
 
 
 @pytest.mark.slow
+def test_an_unplayed_exchange_alone_fails_the_nbval_run(tmp_path):
+    """The replay plugin fails the run when a recorded exchange was never played, even when
+    every cell's output matches."""
+    cassette = Cassette.load(SHIPPED_CASSETTE)
+    never = {
+        "request": {"method": "GET", "path": "/v1/agents/agent_never_asked"},
+        "response": {"status": 200, "json": {}},
+    }
+    cassette.exchanges.append(never)
+    cassette.save(tmp_path / "one_more.jsonl")
+    done = nbval(cassette=tmp_path / "one_more.jsonl")
+    assert done.returncode != 0, done.stdout[-2000:]
+    assert "failed" not in done.stdout, "only the accounting may fail this run"
+    assert "never played" in done.stdout and "/v1/agents/agent_never_asked" in done.stdout
+
+
+@pytest.mark.slow
 def test_without_a_key_the_setup_cell_says_so_in_one_sentence(tmp_path):
     """A reader's kernel: no key, no base URL, a fresh empty HOME, nothing else set."""
     import os

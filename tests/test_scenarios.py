@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 from tests.notebook_runner import outputs_of
-from tests.replay import SCENARIO_DIR
+from tests.replay import FIXTURES, SCENARIO_DIR
 from tests.replay.cassette import Cassette
 
 # What the reader is told: scenario -> sentences that must appear in the printed outputs.
@@ -59,6 +59,9 @@ MUST_NOT = {
     "spoofing": ["\nPASS test_add"],
     "previews": ["I will now rewrite the whole module"],
     "turn2_budget": ["Waited"],
+    "input_copies": [
+        "Other files the agent saved"
+    ],  # the session's copies of the inputs are not outputs
 }
 RECONNECTING = {"dropped", "error_frame", "stall"}
 FAILING_CELL = {"http_401": "AuthenticationError", "http_404_environment": "NotFoundError"}
@@ -130,6 +133,23 @@ def test_the_shipped_cassette_needs_no_interrupt_and_no_catch_up(reader):
     sends = [e for e in fake.log if e["method"] == "POST" and e["path"].endswith("/events")]
     assert len(sends) == 2, "only the two user messages are sent: no user.interrupt was needed"
     assert "Reconnecting" not in text and "Sent user.interrupt" not in text
+
+
+@pytest.mark.slow
+def test_a_crlf_copy_of_the_original_is_reported_as_the_original(reader, tmp_path):
+    """CRLF is not a change: the original calc.py saved back with CRLF line endings gets the
+    verdict "nothing was fixed" (the crlf scenario's fix never reaches that comparison)."""
+    cassette = Cassette.load(SCENARIO_DIR / "unchanged.jsonl")
+    original = (FIXTURES / "calc.py").read_text()
+    [download] = [
+        ex["response"] for ex in cassette.exchanges if ex["response"].get("text") == original
+    ]
+    download["text"] = original.replace("\n", "\r\n")
+    cassette.save(tmp_path / "unchanged_crlf.jsonl")
+    nb, fake, failed = reader.run(tmp_path / "unchanged_crlf.jsonl")
+    text, _, _ = outputs_of(nb)
+    assert failed is None and fake.unplayed() == [], fake.problems()
+    assert "Verdict: nothing was fixed: the agent's calc.py is the original." in text, text[-2000:]
 
 
 def assert_each_message_once(text: str, path) -> None:
