@@ -8,6 +8,8 @@
    cassette's streams: time per event should stay flat, so the 10k/1k ratio should be near 10.
 4. What a long turn sends to the browser: widget messages per event for 3,000 events arriving at
    the recorded pace (a simulated clock, so previews coalesce as they would live).
+5. The fake itself: a JSON answer on a kept-alive connection (Nagle plus a delayed ACK would make
+   it ~40 ms), and starting and stopping a server (a default 0.5 s poll would show in stop).
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ from session_view import SessionView
 from tests.notebook_runner import NOTEBOOK, nbval
 from tests.replay import ROOT, SHIPPED_CASSETTE
 from tests.replay.cassette import Cassette
+from tests.replay.server import ReplayServer
+from tests.replay_fixtures import SESSION_ID, exchange, make_cassette, make_client, session_body
 
 REPEATS = 3
 
 
 def suite_seconds() -> float:
     started = time.perf_counter()
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    command = [sys.executable, "-m", "pytest", "-n", "2", "-q", "-p", "no:cacheprovider"]
     subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     return time.perf_counter() - started
 
@@ -117,6 +121,27 @@ def messages_per_event(events: list) -> float:
     return len(sent) / len(events)
 
 
+def fake_milliseconds() -> tuple[float, float, float]:
+    """Median ms of a JSON answer, of start() with a first answer, and of stop()."""
+    answers, starts, stops = [], [], []
+    for _ in range(15):
+        server = ReplayServer(
+            make_cassette([exchange("GET", f"/v1/sessions/{SESSION_ID}", {"json": session_body()})])
+        )
+        started = time.perf_counter()
+        server.start()
+        with make_client(server) as client:
+            client.beta.sessions.retrieve(SESSION_ID)
+            starts.append(time.perf_counter() - started)
+            began = time.perf_counter()
+            client.beta.sessions.retrieve(SESSION_ID)  # the same connection, kept alive
+            answers.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        server.stop()
+        stops.append(time.perf_counter() - began)
+    return tuple(statistics.median(runs) * 1000 for runs in (answers, starts, stops))
+
+
 def main() -> None:
     print("Benchmark (the suite once; medians of 3 nbval runs; best of 3 for the view)\n")
     print(f"{'make test (pytest, whole suite)':<40}{suite_seconds():8.1f} s")
@@ -130,8 +155,12 @@ def main() -> None:
     print(f"{'live view, 10,000 events':<40}{large:8.3f} s  ({large / 10_000 * 1e6:4.0f} µs/event)")
     print(f"{'ratio 10k / 1k (linear = 10)':<40}{large / small:8.2f} x\n")
     print(
-        f"{'widget messages per event, 3,000 events':<40}{messages_per_event(synthetic_events(3_000)):8.2f}"
+        f"{'widget messages per event, 3,000 events':<40}{messages_per_event(synthetic_events(3_000)):8.2f}\n"
     )
+    answer, start, stop = fake_milliseconds()
+    print(f"{'fake: a JSON answer (kept-alive)':<40}{answer:8.2f} ms")
+    print(f"{'fake: start and first answer':<40}{start:8.2f} ms")
+    print(f"{'fake: stop':<40}{stop:8.2f} ms")
 
 
 if __name__ == "__main__":

@@ -92,10 +92,10 @@ MUTATIONS = [
       "return n not in self.take.played", REPLAY + "test_a_get_recorded_after_an_unsent_write_is_refused"),
     M("replay: unmatched request answered 500, not 400", SERVER,
       'send_api_error(400, "invalid_request_error", refusal)', 'send_api_error(500, "api_error", refusal)',
-      REPLAY + "test_unmatched_request_is_one_fast_readable_400"),
+      REPLAY + "test_unmatched_request_is_one_readable_400_never_retried"),
     M("replay: refusals no longer say x-should-retry: false", LOOPBACK,
       '        self.send_header("x-should-retry", "false")\n', "",
-      REPLAY + "test_unmatched_request_is_one_fast_readable_400"),
+      REPLAY + "test_unmatched_request_is_one_readable_400_never_retried"),
     M("loopback servers bind 0.0.0.0", LOOPBACK, '(("127.0.0.1", port), handler)',
       '(("0.0.0.0", port), handler)', REPLAY + "test_listens_on_loopback_only"),
     # -- the test run itself

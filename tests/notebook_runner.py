@@ -64,6 +64,7 @@ class Reader:
             self.port = probe.getsockname()[1]
         self.env = {**os.environ, **replay_env(f"http://127.0.0.1:{self.port}"), **(env or {})}
         self.client = client_for(nbformat.read(NOTEBOOK, as_version=4), timeout)
+        self.fake: ReplayServer | None = None
 
     def __enter__(self) -> Reader:
         self._kernel = self.client.setup_kernel(env=self.env)
@@ -83,28 +84,36 @@ class Reader:
         stop_after: str | None = None,
     ) -> tuple[nbformat.NotebookNode, ReplayServer, int | None]:
         nb = self.client.nb = nbformat.read(NOTEBOOK, as_version=4)
+        with ReplayServer(cassette, port=self.port, speed=speed) as fake:
+            self.fake = fake  # for a test that acts while the notebook runs
+            try:
+                failed = self._play(nb, env, cleanup_again, restart_before_cleanup, stop_after)
+            finally:
+                self.fake = None
+        return nb, fake, failed
+
+    def _play(self, nb, env, cleanup_again, restart_before_cleanup, stop_after) -> int | None:
         cleanup = next(i for i, c in enumerate(nb.cells) if c.source.startswith("## Clean up"))
         code = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
         steps, cleanup = [i for i in code if i < cleanup], [i for i in code if i > cleanup]
         failed = None
-        with ReplayServer(cassette, port=self.port, speed=speed) as fake:
-            self._fresh(env)
-            for i in steps:
-                try:
-                    self.client.execute_cell(nb.cells[i], i)
-                except CellExecutionError:
-                    failed = i
-                    break
-                if stop_after and stop_after in nb.cells[i].source:
-                    return nb, fake, failed
-            if restart_before_cleanup:  # a restart forgets what was created; setup runs again
-                self._fresh(env)
-                for i in setup_cells(nb):
-                    nb.cells[i].outputs = []
-                    self.client.execute_cell(nb.cells[i], i)
-            for i in cleanup * (2 if cleanup_again else 1):
+        self._fresh(env)
+        for i in steps:
+            try:
                 self.client.execute_cell(nb.cells[i], i)
-        return nb, fake, failed
+            except CellExecutionError:
+                failed = i
+                break
+            if stop_after and stop_after in nb.cells[i].source:
+                return failed
+        if restart_before_cleanup:  # a restart forgets what was created; setup runs again
+            self._fresh(env)
+            for i in setup_cells(nb):
+                nb.cells[i].outputs = []
+                self.client.execute_cell(nb.cells[i], i)
+        for i in cleanup * (2 if cleanup_again else 1):
+            self.client.execute_cell(nb.cells[i], i)
+        return failed
 
     def interrupt(self) -> None:
         """Kernel › Interrupt, as JupyterLab sends it to a local kernel: SIGINT."""
@@ -134,15 +143,16 @@ def outputs_of(nb: nbformat.NotebookNode) -> tuple[str, str, list]:
     text, html, errors = [], [], []
     for i, cell in enumerate(nb.cells):
         for out in cell.get("outputs", []):
-            if out.output_type == "stream":
+            if out.output_type == "stream":  # as printed, however the kernel split it
                 text.append(out.text)
             elif out.output_type == "error":
                 errors.append((i, out))
-                text.append("\n".join(out.traceback))
+                text.append("\n" + "\n".join(out.traceback) + "\n")
             else:
-                text.append(out.data.get("text/plain", ""))
+                text.append("\n" + out.data.get("text/plain", "") + "\n")
                 html.append(out.data.get("text/html", ""))
-    return "\n".join(text), "\n".join(html), errors
+        text.append("\n")
+    return "".join(text), "\n".join(html), errors
 
 
 def nbval(notebook: Path = NOTEBOOK, cassette: Path | None = None) -> subprocess.CompletedProcess:

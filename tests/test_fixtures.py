@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -86,6 +87,7 @@ def test_suite_runs_under_pytest_too(tmp_path):
             "test_calc.py",
         ],
         cwd=tmp_path,
+        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},  # plain pytest, no plugins
         capture_output=True,
         text=True,
         timeout=60,

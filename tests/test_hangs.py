@@ -22,12 +22,12 @@ from tests.replay.server import ReplayServer
 SESSION_ID = "sesn_011CZkZAtmR3yMPDzynEDxu7"
 T = "2026-05-01T12:00:00Z"
 
-# A test file run in a child pytest: the SDK reads event streams that never end.
+# A test file run in a child pytest: it reads event streams that never end.
 NEVER_ENDING = """
 import socket
 import threading
 
-import anthropic
+import httpx2
 
 HELD = []  # connections kept open so the client waits, as it would on a stuck server
 
@@ -47,9 +47,9 @@ def serve(reply: bytes) -> str:
 
 
 def read_stream(base_url: str) -> None:
-    client = anthropic.Anthropic(base_url=base_url, api_key="test", max_retries=0)
-    with client.beta.sessions.events.stream("sesn_1") as stream:
-        for _ in stream:
+    # httpx2 is what the SDK streams with (importing the SDK itself would cost the child seconds)
+    with httpx2.stream("GET", f"{base_url}/v1/sessions/sesn_1/events/stream", timeout=60) as response:
+        for _ in response.iter_bytes():
             pass
 
 

@@ -4,7 +4,10 @@ habits (no key, running cleanup twice, interrupting the kernel while a turn stre
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 
 import nbformat
@@ -19,8 +22,8 @@ from tests.notebook_runner import (
     outputs_of,
     setup_cells,
 )
-from tests.replay import SHIPPED_CASSETTE
-from tests.replay.cassette import Cassette
+from tests.replay import ROOT, SHIPPED_CASSETTE
+from tests.replay.cassette import Cassette, new_header
 
 LOCAL_PATH = re.compile(r"(/tmp/|/home/|/root/|/work/|/Users/|/var/folders/|[A-Z]:\\\\)")
 SECRET = re.compile(r"sk-ant-[\w-]{6,}|replay-dummy-key|Bearer ", re.I)
@@ -159,18 +162,39 @@ def test_nbval_fails_when_the_recording_differs_or_is_not_all_played(tmp_path):
 @pytest.mark.slow
 def test_an_unplayed_exchange_alone_fails_the_nbval_run(tmp_path):
     """The replay plugin fails the run when a recorded exchange was never played, even when
-    every cell's output matches."""
-    cassette = Cassette.load(SHIPPED_CASSETTE)
-    never = {
-        "request": {"method": "GET", "path": "/v1/agents/agent_never_asked"},
-        "response": {"status": 200, "json": {}},
-    }
-    cassette.exchanges.append(never)
-    cassette.save(tmp_path / "one_more.jsonl")
-    done = nbval(cassette=tmp_path / "one_more.jsonl")
+    every cell's output matches: a one-cell notebook asks for one of two recorded exchanges."""
+    answer = {"status": 200, "json": {}}
+    asked, never = "/v1/agents/agent_asked", "/v1/agents/agent_never_asked"
+    exchanges = [
+        {"request": {"method": "GET", "path": path}, "response": answer} for path in (asked, never)
+    ]
+    Cassette(
+        new_header("scripted", "2026-11-20T09:30:00Z", "anthropic 2.10.0", "a test"), exchanges
+    ).save(tmp_path / "two.jsonl")
+    source = f"import os, urllib.request\nurllib.request.urlopen(os.environ['ANTHROPIC_BASE_URL'] + '{asked}').close()"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source, execution_count=1)])
+    nb.metadata.kernelspec = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    nbformat.write(nb, tmp_path / "one_request.ipynb")
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "tests.replay.plugin",
+        "--nbval",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "REPLAY_CASSETTE": str(tmp_path / "two.jsonl")}
+    done = subprocess.run(
+        [*command, "one_request.ipynb"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert done.returncode != 0, done.stdout[-2000:]
-    assert "failed" not in done.stdout, "only the accounting may fail this run"
-    assert "never played" in done.stdout and "/v1/agents/agent_never_asked" in done.stdout
+    assert "1 passed" in done.stdout and "failed" not in done.stdout, (
+        "only the accounting may fail this run"
+    )
+    assert "never played" in done.stdout and never in done.stdout and asked not in done.stdout
 
 
 @pytest.mark.slow
@@ -193,10 +217,14 @@ def test_without_a_key_the_setup_cell_says_so_in_one_sentence(tmp_path):
 
 
 @pytest.mark.slow
-def test_cleanup_is_safe_to_run_twice(reader):
+def test_the_shipped_run_needs_no_catch_up_and_its_cleanup_is_safe_to_run_twice(reader):
     nb, fake, failed = reader.run(SHIPPED_CASSETTE, cleanup_again=True)
+    text, _, errors = outputs_of(nb)
+    assert failed is None and errors == []
+    sends = [e for e in fake.log if e["method"] == "POST" and e["path"].endswith("/events")]
+    assert len(sends) == 2, "only the two user messages are sent: no user.interrupt was needed"
+    assert "Reconnecting" not in text and "Sent user.interrupt" not in text
     second = "".join(o.get("text", "") for o in nb.cells[-2].outputs)
-    assert failed is None
     assert second.count("is already archived") == 3, second
     assert sum(e["path"].endswith("/archive") for e in fake.log) == 3
     assert fake.unmatched() == [] and fake.unplayed() == []
@@ -206,12 +234,22 @@ def test_cleanup_is_safe_to_run_twice(reader):
 def test_an_interrupt_while_a_turn_streams_is_one_note_and_a_transcript(reader):
     """Kernel › Interrupt during the first turn: no traceback, the note says the agent may still
     be working (and costing), and what was seen so far is printed."""
-    timer = threading.Timer(3.0, reader.interrupt)
-    timer.start()
+    done = threading.Event()
+
+    def interrupt_once_the_task_is_sent() -> None:
+        while not done.wait(0.05):
+            log = reader.fake.log if reader.fake else []
+            if any(e["method"] == "POST" and e["path"].endswith("/events") for e in log):
+                done.wait(0.5)  # a few events into a turn that lasts ~14 s at speed 4
+                return reader.interrupt()
+
+    watcher = threading.Thread(target=interrupt_once_the_task_is_sent, daemon=True)
+    watcher.start()
     try:
-        nb, _, _ = reader.run(SHIPPED_CASSETTE, speed=1, stop_after="view.finish(ended)")
+        nb, _, _ = reader.run(SHIPPED_CASSETTE, speed=4, stop_after="view.finish(ended)")
     finally:
-        timer.cancel()
+        done.set()
+        watcher.join()
     turn = next(c for c in nb.cells if "view.finish(ended)" in c.source)
     text = "".join(o.get("text", "") for o in turn.outputs)
     assert not [o for o in turn.outputs if o.output_type == "error"]

@@ -148,7 +148,7 @@ VERIFICATION = [
     ),  # fmt: skip
     Scenario(
         "infinite_loop",
-        "the agent's power() loops forever, and it saves without rerunning the tests",
+        "the agent's power() loops forever for exponents above 2, and it saves without rerunning the tests",
         steps=rewrite(
             (
                 4,
@@ -157,7 +157,7 @@ VERIFICATION = [
                     {
                         "say": "Rewriting power() as a while loop.",
                         "tool": _edit(
-                            "    for _ in range(exponent - 1):\n", "    while exponent:\n"
+                            "    for _ in range(exponent - 1):\n", "    while exponent > 2:\n"
                         ),
                     }
                 ],
