@@ -155,21 +155,14 @@ def outputs_of(nb: nbformat.NotebookNode) -> tuple[str, str, list]:
     return "".join(text), "\n".join(html), errors
 
 
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]  # a pytest of its own
+
+
 def nbval(notebook: Path = NOTEBOOK, cassette: Path | None = None) -> subprocess.CompletedProcess:
     """`pytest` (strict nbval, the replay plugin) on a notebook in a fresh process, optionally
     against another cassette; as `make test` runs it."""
     env = {**os.environ, **({"REPLAY_CASSETTE": str(cassette)} if cassette else {})}
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-p",
-        "no:xdist",
-        str(notebook),
-    ]
+    command = [*PYTEST, "-p", "no:xdist", str(notebook)]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.notebook_runner import PYTEST
 from tests.replay import FIXTURES, SHIPPED_CASSETTE
 from tests.replay.cassette import Cassette
 
@@ -75,17 +76,7 @@ def test_suite_runs_under_pytest_too(tmp_path):
     (tmp_path / "calc.py").write_text(agent_output())
     (tmp_path / "test_calc.py").write_text((FIXTURES / "test_calc.py").read_text())
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-c",
-            "/dev/null",
-            "test_calc.py",
-        ],
+        [*PYTEST, "-c", "/dev/null", "test_calc.py"],
         cwd=tmp_path,
         env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},  # plain pytest, no plugins
         capture_output=True,

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import threading
 
 import nbformat
@@ -16,6 +15,7 @@ from nbclient.exceptions import CellExecutionError
 
 from tests.notebook_runner import (
     NOTEBOOK,
+    PYTEST,
     WIDGET_VIEW,
     client_for,
     nbval,
@@ -175,21 +175,9 @@ def test_an_unplayed_exchange_alone_fails_the_nbval_run(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source, execution_count=1)])
     nb.metadata.kernelspec = {"display_name": "Python 3", "language": "python", "name": "python3"}
     nbformat.write(nb, tmp_path / "one_request.ipynb")
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-p",
-        "tests.replay.plugin",
-        "--nbval",
-    ]
+    command = [*PYTEST, "-p", "tests.replay.plugin", "--nbval", "one_request.ipynb"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "REPLAY_CASSETTE": str(tmp_path / "two.jsonl")}
-    done = subprocess.run(
-        [*command, "one_request.ipynb"], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode != 0, done.stdout[-2000:]
     assert "1 passed" in done.stdout and "failed" not in done.stdout, (
         "only the accounting may fail this run"

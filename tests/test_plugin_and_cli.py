@@ -22,7 +22,7 @@ from jupyter_server.services.contents.filemanager import FileContentsManager
 
 from tests.lab import WIDGET_VIEW, pre_save_hook
 from tests.notebook_runner import NOTEBOOK
-from tests.replay import ROOT, SHIPPED_CASSETTE
+from tests.replay import ROOT, SHIPPED_CASSETTE, record_command
 from tests.replay.cassette import Cassette
 
 
@@ -78,25 +78,15 @@ def test_make_record_path_end_to_end(tmp_path, reader):
 
     out = tmp_path / "recorded.jsonl"
     with ReplayServer(SHIPPED_CASSETTE) as upstream:
+        runner = [
+            sys.executable,
+            "-m",
+            "tests.notebook_runner",
+            "--out",
+            str(tmp_path / "live.ipynb"),
+        ]
         done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tests.replay",
-                "record",
-                "--out",
-                str(out),
-                "--upstream",
-                upstream.base_url,
-                "--",
-            ]
-            + [
-                sys.executable,
-                "-m",
-                "tests.notebook_runner",
-                "--out",
-                str(tmp_path / "live.ipynb"),
-            ],
+            record_command(out, upstream.base_url, *runner),
             cwd=ROOT,
             env={**os.environ, "ANTHROPIC_API_KEY": "sk-ant-recording-SECRET"},
             capture_output=True,

@@ -25,7 +25,7 @@ import anthropic
 import httpx2
 import pytest
 
-from tests.replay import ROOT
+from tests.replay import ROOT, record_command
 from tests.replay.cassette import Cassette, new_header
 from tests.replay.recorder import (
     REDACTED,
@@ -474,22 +474,13 @@ def test_record_command_runs_a_command_through_the_proxy(tmp_path):
     )
     env = {**os.environ, "ANTHROPIC_API_KEY": BEARER_SECRET}
     with ReplayServer(source_path) as replay:
-        verb = [
-            sys.executable,
-            "-m",
-            "tests.replay",
-            "record",
-            "--out",
-            str(out),
-            "--upstream",
-            replay.base_url,
-        ]
-        done = subprocess.run([*verb, "--", sys.executable, "-c", child], **RUN, env=env)
+        done = subprocess.run(
+            record_command(out, replay.base_url, sys.executable, "-c", child), **RUN, env=env
+        )
         assert done.returncode == 0, done.stderr
         assert replay.unplayed() == []
-        failed = subprocess.run(
-            [*verb, "--", sys.executable, "-c", "raise SystemExit(3)"], **RUN, env=env
-        )
+        failing = (sys.executable, "-c", "raise SystemExit(3)")
+        failed = subprocess.run(record_command(out, replay.base_url, *failing), **RUN, env=env)
     base_url, agent_id = done.stdout.split()
     assert base_url.startswith("http://127.0.0.1:") and agent_id == AGENT_ID
     recorded = Cassette.load(out)

@@ -3,6 +3,7 @@
 `python -m tests.replay serve|run|record|script --help` for the command line.
 """
 
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,3 +21,9 @@ def replay_env(base_url: str) -> dict[str, str]:
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",
     }
+
+
+def record_command(out: Path, upstream: str, *command: str) -> list[str]:
+    """`python -m tests.replay record` (what `make record` runs) against another upstream."""
+    verb = ["-m", "tests.replay", "record", "--out", str(out), "--upstream", upstream, "--"]
+    return [sys.executable, *verb, *command]
