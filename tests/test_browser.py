@@ -8,8 +8,9 @@ session, as `make lab` serves it:
    the cleanup lines appear, no cell shows an error.
 5. File › Save Notebook: the saved notebook equals the committed one (the launcher's
    pre-save hook drops what only a live lab has: widget views, the running kernel's name).
-6. Meanwhile a plain `jupyter lab` in a reader's environment (no key, empty HOME): Shift+Enter
-   through the setup cells says "No API key ..." in one sentence, not a traceback.
+6. Then, in the same browser, a plain `jupyter lab` (started with the other) in a reader's
+   environment (no key, empty HOME): Shift+Enter through the setup cells says "No API key ..."
+   in one sentence, not a traceback.
 
 The interrupted run comes first so that the saved notebook is that of a complete run (a person
 saves after a run that worked), and so that Restart and Run All is proven after an interrupted
@@ -25,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,7 +75,7 @@ class Steps:
     with all of them, so one missing piece does not hide the state of the others."""
 
     def __init__(self, clock: float):
-        self.clock = clock  # the test's start, so steps of two threads line up
+        self.clock = clock  # the test's start
         self.failures: list[str] = []
         self.timings: list[tuple[str, float, float, str]] = []
 
@@ -275,32 +275,6 @@ def notebook_changes(old: bytes, new: bytes, limit: int = 12) -> str:
     return "\n".join(lines[: limit + 1] + more)
 
 
-def plain_lab_flow(plain_lab: LabServer, notebook: Path, go: threading.Event, steps: Steps) -> None:
-    """Step 6 in its own thread, browser and page. The server starts with the replay lab's;
-    the browser and the page wait until the replay lab's page is ready (`go`), so the two
-    page loads do not share the CPU, and the no-key check overlaps the runs, which mostly wait."""
-    from playwright.sync_api import sync_playwright
-
-    try:
-        go.wait(60)
-        with sync_playwright() as playwright:
-            browser = None
-            with steps.step("6 no-key sentence in a plain lab") as where:
-                plain_lab.wait_ready()
-                browser = launch_chromium(playwright)
-                plain = Notebook(browser.new_page(viewport=VIEWPORT), plain_lab, notebook)
-                where.update(notebook=plain, cell=plain.code[0])  # scrolled to: the setup
-                plain.goto()
-                plain.wait_ready()
-                no_key_sentence(plain)
-            if browser:
-                browser.close()
-    except Exception as err:  # anything else: report it, never hang the main thread
-        steps.failures.append(f"STEP 6 no-key sentence in a plain lab: {type(err).__name__}: {err}")
-    finally:
-        plain_lab.terminate()
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_person_runs_the_notebook_in_jupyterlab(tmp_path):
@@ -309,7 +283,7 @@ def test_a_person_runs_the_notebook_in_jupyterlab(tmp_path):
 
     shutil.rmtree(SCREENSHOTS, ignore_errors=True)  # only this run's failures
     clock = time.monotonic()
-    steps, plain_steps = Steps(clock), Steps(clock)
+    steps = Steps(clock)
     replay_copy, plain_copy = tmp_path / "replay", tmp_path / "plain"
     copy_repository(replay_copy)
     copy_repository(plain_copy)
@@ -332,13 +306,6 @@ def test_a_person_runs_the_notebook_in_jupyterlab(tmp_path):
         reader_env(tmp_path / "home-plain", settings),
         tmp_path / "lab-plain.log",
     )
-    main_page_ready = threading.Event()
-    plain_thread = threading.Thread(
-        target=plain_lab_flow,
-        args=(plain_lab, plain_copy / NOTEBOOK, main_page_ready, plain_steps),
-        daemon=True,
-    )
-    plain_thread.start()
     try:
         with sync_playwright() as playwright:
             browser = launch_chromium(playwright)
@@ -347,7 +314,6 @@ def test_a_person_runs_the_notebook_in_jupyterlab(tmp_path):
                 lab.wait_ready()
                 nb.goto()
                 nb.wait_ready()
-            main_page_ready.set()
             if not steps.failures:
                 with steps.step("3 Run All, Interrupt mid-turn", nb) as where:
                     where["note"] = interrupt_mid_turn(nb)
@@ -355,16 +321,21 @@ def test_a_person_runs_the_notebook_in_jupyterlab(tmp_path):
                     where["note"] = run_all(nb)
                 with steps.step("5 Save: the notebook stays as committed", nb):
                     save_keeps_the_notebook(nb, replay_copy / NOTEBOOK, committed)
+            lab.terminate()
+            with steps.step("6 no-key sentence in a plain lab") as where:
+                plain_lab.wait_ready()
+                plain = Notebook(
+                    browser.new_page(viewport=VIEWPORT), plain_lab, plain_copy / NOTEBOOK
+                )
+                where.update(notebook=plain, cell=plain.code[0])  # scrolled to: the setup
+                plain.goto()
+                plain.wait_ready()
+                no_key_sentence(plain)
             browser.close()
     finally:
-        main_page_ready.set()
-        lab.terminate()
-        plain_thread.join(30)
-        lab.wait_stopped()
-        plain_lab.terminate()
-        plain_lab.wait_stopped()
-    steps.failures += plain_steps.failures
-    steps.timings += plain_steps.timings
+        for server in (lab, plain_lab):
+            server.terminate()
+            server.wait_stopped()
     timings = f"{steps.report()}\n  total: {time.monotonic() - clock:.1f} s"
     print(f"browser test timings:\n{timings}")
     logs = f"Lab logs: {lab.log}, {plain_lab.log}"

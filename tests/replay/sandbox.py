@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 UPLOADS, WORKSPACE, OUTPUTS = "/mnt/session/uploads", "/mnt/user", "/mnt/session/outputs"
@@ -29,6 +30,11 @@ COMMAND_ENV = {
 
 
 RUNS: dict[tuple, tuple[str, bool, dict[str, bytes]]] = {}  # tool calls already run, by their files
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 class Sandbox:
@@ -94,11 +100,15 @@ class Sandbox:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+            # Scripted commands are quick; a looping one is cut short after 2 s. A timer, so that
+            # wait() blocks until the exit instead of polling it (each poll adds up to 50 ms).
+            timer = threading.Timer(2, _kill_group, (done.pid,))
+            timer.start()
             try:
-                done.wait(timeout=2)  # scripted commands are quick; a looping one is cut short
+                done.wait()
             finally:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(done.pid, signal.SIGKILL)
+                timer.cancel()
+                _kill_group(done.pid)  # whatever the command left running in the background
                 done.wait()
             out.seek(0)
             return out.read().replace(str(self.root), "")
