@@ -27,6 +27,7 @@ from anthropic._models import construct_type
 from anthropic.types.beta.sessions import BetaManagedAgentsStreamSessionEvents
 
 from session_view import SessionView
+from tests.lab import KERNELSPEC
 from tests.notebook_runner import NOTEBOOK, nbval
 from tests.replay import ROOT, SHIPPED_CASSETTE
 from tests.replay.cassette import Cassette
@@ -56,7 +57,7 @@ def floor_notebook(folder: Path) -> Path:
     nb = nbformat.v4.new_notebook(
         cells=[nbformat.v4.new_code_cell("import anthropic\nimport ipywidgets")]
     )
-    nb.metadata.kernelspec = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    nb.metadata.kernelspec = dict(KERNELSPEC)
     folder.mkdir(exist_ok=True)
     path = folder / "bench_floor.ipynb"
     nbformat.write(nb, path)

@@ -13,6 +13,7 @@ import nbformat
 import pytest
 from nbclient.exceptions import CellExecutionError
 
+from tests.lab import KERNELSPEC
 from tests.notebook_runner import (
     NOTEBOOK,
     PYTEST,
@@ -173,7 +174,7 @@ def test_an_unplayed_exchange_alone_fails_the_nbval_run(tmp_path):
     ).save(tmp_path / "two.jsonl")
     source = f"import os, urllib.request\nurllib.request.urlopen(os.environ['ANTHROPIC_BASE_URL'] + '{asked}').close()"
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source, execution_count=1)])
-    nb.metadata.kernelspec = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    nb.metadata.kernelspec = dict(KERNELSPEC)
     nbformat.write(nb, tmp_path / "one_request.ipynb")
     command = [*PYTEST, "-p", "tests.replay.plugin", "--nbval", "one_request.ipynb"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "REPLAY_CASSETTE": str(tmp_path / "two.jsonl")}
