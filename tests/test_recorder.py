@@ -25,13 +25,15 @@ import anthropic
 import httpx2
 import pytest
 
-from tests.replay import ROOT, record_command
+from tests.replay import ROOT, record_command, recorder
 from tests.replay.cassette import Cassette, new_header
 from tests.replay.recorder import (
     REDACTED,
     STORED_RESPONSE_HEADERS,
     RecordingProxy,
+    is_credential_name,
     response_body,
+    scrub,
 )
 from tests.replay.server import ReplayServer
 from tests.replay.sse import SSEParser, frame_entry
@@ -780,8 +782,8 @@ def test_only_allowlisted_response_headers_are_stored(tmp_path, echo_upstream):
 
 
 def test_json_fields_named_like_credentials_are_redacted(tmp_path, echo_upstream):
-    """Credentials no header carried are redacted by field name: the secrets of the vault
-    credentials a client creates (in the request body), and one credential per name in
+    """Credentials no header carried are redacted by field name: the vault credentials a client
+    creates (the request's `auth` object, redacted as a whole), and one credential per name in
     CREDENTIAL_NAMED that the upstream hands out (in a list in the response)."""
     auths = [
         {
@@ -820,5 +822,264 @@ def test_json_fields_named_like_credentials_are_redacted(tmp_path, echo_upstream
     for secret in [*VAULT_SECRETS.values(), *map(issued, CREDENTIAL_NAMED)]:
         assert_secret_absent(out, secret)
     recorded = Cassette.load(out).exchanges
-    assert recorded[2]["request"]["json"]["auth"]["secret_name"] == "GITHUB_TOKEN"  # names stay
+    assert [ex["request"]["json"] for ex in recorded] == [{"auth": REDACTED}] * len(auths)
     assert recorded[0]["response"]["json"]["grants"] == [{n: REDACTED} for n in CREDENTIAL_NAMED]
+
+
+# -- credentials by name: wherever a credential-named value sits ------------------------------
+#
+# A credential no header carried is found by the name it sits under (is_credential_name): a
+# query parameter, a JSON field at any depth of a request or response body or of SSE event
+# data, a multipart text field, a response header. Each case below is recorded through the
+# proxy from a replay server that answers it, then the written file is searched.
+
+NAMED = "named-cred-7d41c9e2b5"  # a credential only its name gives away
+NAMED_TOO = "named-cred-other-3a8f60d1"
+NAMED_NUMBER = 918273645
+OK = {"json": {"id": "obj_1", "type": "thing"}}
+
+
+def case(request: dict, response: dict, *secrets) -> tuple[dict, dict, list[str]]:
+    """A scripted exchange (200 unless the response says otherwise) and the credentials in it."""
+    return (
+        {"method": "POST", "path": "/v1/things", **request},
+        {"status": 200, "headers": {"request-id": "req_named"}, **response},
+        [str(secret) for secret in secrets or (NAMED,)],
+    )
+
+
+NAMED_CASES = {
+    "query-api_key": case({"method": "GET", "query": {"api_key": [NAMED]}}, OK),
+    "query-token": case({"method": "GET", "query": {"token": [NAMED]}}, OK),
+    "query-access_token": case({"method": "GET", "query": {"access_token": [NAMED]}}, OK),
+    "request-nested-dict": case({"json": {"api_key": {"primary": NAMED}}}, OK),
+    "request-auth-subtree": case({"json": {"auth": {"value": NAMED}}}, OK),
+    "request-list": case({"json": {"secret": [NAMED, NAMED_TOO]}}, OK, NAMED, NAMED_TOO),
+    "request-number": case({"json": {"secret": NAMED_NUMBER}}, OK, NAMED_NUMBER),
+    "request-camelCase": case({"json": {"clientSecret": NAMED}}, OK),
+    "request-deeply-nested": case(
+        {"json": {"a": [{"b": {"c": [{"password": {"d": [NAMED]}}]}}]}}, OK
+    ),
+    "multipart-text-field": case(
+        {
+            "multipart": [
+                {"name": "api_key", "value": NAMED},
+                {
+                    "name": "file",
+                    "filename": "calc.py",
+                    "content_type": "text/x-python",
+                    "sha256": hashlib.sha256(UPLOAD).hexdigest(),
+                },
+            ]
+        },
+        OK,
+    ),
+    "response-body-field": case(
+        {"method": "GET"}, {"json": {"data": [{"id": "c_1", "client_secret": {"value": NAMED}}]}}
+    ),
+    "response-plural-secrets": case({"method": "GET"}, {"json": {"secrets": [NAMED]}}),
+    "sse-event-data": case(
+        {"method": "GET", "path": STREAM_PATH},
+        {
+            "sse": [
+                sse(
+                    "agent.mcp_tool_use",
+                    id="sevt_1",
+                    processed_at=T,
+                    name="fetch",
+                    input={"url": "https://api.example", "headers": {"X-Auth-Token": NAMED}},
+                )
+            ]
+        },
+    ),
+}
+
+
+def wire_options(request: dict) -> dict:
+    """httpx2 keyword arguments that send a scripted request's query and body as recorded."""
+    options = {"params": request.get("query")}
+    if "json" in request:
+        options["json"] = request["json"]
+    for part in request.get("multipart", []):
+        if "value" in part:
+            options.setdefault("data", {})[part["name"]] = part["value"]
+        else:
+            upload = (part["filename"], UPLOAD, part["content_type"])
+            options.setdefault("files", {})[part["name"]] = upload
+    return options
+
+
+def record_scripted(out: Path, request: dict, response: dict, headers: dict | None = None) -> Path:
+    """Send `request` by raw httpx2 through the proxy to a replay server that answers it with
+    `response`; the proxy writes its cassette to `out`, which is returned."""
+    header = new_header("scripted", T, "anthropic 2.10.0", "named credentials")
+    source = Cassette(header, [{"request": request, "response": response}])
+    with ReplayServer(source) as replay, RecordingProxy(upstream=replay.base_url) as proxy:
+        url = proxy.base_url + request["path"]
+        answer = httpx2.request(
+            request["method"], url, headers=headers, timeout=5, **wire_options(request)
+        )
+        assert answer.status_code == response["status"], answer.text
+        proxy.save(out)
+        assert replay.unplayed() == []
+    return out
+
+
+@pytest.mark.parametrize("name", list(NAMED_CASES))
+def test_a_value_under_a_credential_name_is_redacted(tmp_path, name):
+    """Whatever sits under a credential name (a string, a number, a list, a nested object) is
+    nowhere in the cassette, and `[REDACTED]` stands in its place."""
+    request, response, secrets = NAMED_CASES[name]
+    out = record_scripted(tmp_path / "named.jsonl", request, response)
+
+    for secret in secrets:
+        assert_secret_absent(out, secret)
+    assert REDACTED in out.read_text(encoding="utf-8")
+    Cassette.load(out)
+
+
+HEADER_NAMES = [
+    "x-session-token",
+    "x-client-secret",
+    "x-db-password",
+    "x-api-key",
+    "authorization",
+    "proxy-authorization",
+    "x-auth-user",
+]
+
+
+@pytest.mark.parametrize("name", HEADER_NAMES)
+def test_a_header_named_like_a_credential_is_never_stored(tmp_path, monkeypatch, name):
+    """A header named like a credential is not stored even when allowlisted, its value sent in
+    a request is scrubbed from any echo, and a body field of that name is redacted."""
+    monkeypatch.setattr(recorder, "STORED_RESPONSE_HEADERS", (*STORED_RESPONSE_HEADERS, name))
+    sent = f"sent-{name}-5b7c9d1e3f"
+    given = f"given-{name}-2e4f6a8c0b"
+    request = {"method": "POST", "path": "/v1/echo/headers", "json": {}}
+    response = {
+        "status": 200,
+        "headers": {"request-id": "req_headers", name: given},
+        "json": {"received": {name: sent}, "given": {name: [given]}},
+    }
+    out = record_scripted(tmp_path / "headers.jsonl", request, response, headers={name: sent})
+
+    assert_secret_absent(out, sent)
+    assert_secret_absent(out, given)
+    [recorded] = Cassette.load(out).exchanges
+    assert set(recorded["response"]["headers"]) == {"content-type", "request-id"}
+    assert recorded["response"]["json"] == {
+        "received": {name: REDACTED},
+        "given": {name: [REDACTED]},
+    }
+
+
+HARMLESS_FIELDS = {  # names that only mention a credential word, with values a cassette needs
+    "input_tokens": 11,
+    "output_tokens": 22,
+    "cache_read_input_tokens": 33,
+    "cache_creation_input_tokens": 44,
+    "max_tokens": 1024,
+    "budget_tokens": 512,
+    "token_count": 7,
+    "token_type": "Bearer",
+    "token_endpoint": "https://auth.example/token",
+    "secret_name": "GITHUB_TOKEN",
+    "key_id": "key_0123",
+    "keys": ["alpha", "beta"],
+    "author": "ada",
+}
+
+
+@pytest.mark.parametrize("name", list(HARMLESS_FIELDS))
+def test_a_field_that_only_mentions_a_credential_word_is_kept(tmp_path, name):
+    """Token counts and names that describe a credential reach the cassette unchanged: in a
+    request body, a response body, SSE event data and a query."""
+    value = HARMLESS_FIELDS[name]
+    query = {name: [str(value)]}
+    usage = {"usage": {name: value}}
+    request = {"method": "POST", "path": "/v1/things", "query": query, "json": {name: value}}
+    response = {"status": 200, "headers": {"request-id": "req_kept"}, "json": usage}
+    out = record_scripted(tmp_path / "kept.jsonl", request, response)
+    event = sse("span.model_request_end", id="sevt_1", processed_at=T, **usage)
+    stream = {"method": "GET", "path": STREAM_PATH}
+    streamed = record_scripted(tmp_path / "stream.jsonl", stream, {"status": 200, "sse": [event]})
+
+    for path in (out, streamed):
+        assert REDACTED not in path.read_text(encoding="utf-8")
+    [recorded] = Cassette.load(out).exchanges
+    assert recorded["request"]["query"] == query
+    assert recorded["request"]["json"] == {name: value}
+    assert recorded["response"]["json"] == usage
+    [recorded] = Cassette.load(streamed).exchanges
+    assert recorded["response"]["sse"][0]["data"] == event["data"]
+
+
+CREDENTIAL_LIKE = [
+    "x-session-token",
+    "X-Api-Key",
+    "apiKey",
+    "APIKey",
+    "api_key",
+    "authorization",
+    "Proxy-Authorization",
+    "x-auth-user",
+    "x-custom-auth-token",
+    "oauth",
+    "set-cookie",
+    "client_secret",
+    "secret_value",
+    "passwd",
+    "refresh_token",
+    "has_refresh_token",  # kept all the same when it holds a boolean (see the scrub test)
+]
+NOT_CREDENTIAL_LIKE = [
+    *HARMLESS_FIELDS,
+    "request-id",
+    "content-type",
+    "retry-after",
+    "x-should-retry",
+    "api_key_id",
+    "partial_key_hint",
+    "token_lifetime_seconds",
+    "secretary",
+    "keyboard",
+    "tokenizer",
+]
+
+
+@pytest.mark.parametrize("name", CREDENTIAL_LIKE)
+def test_is_credential_name_says_yes(name):
+    """A name that holds a credential, whatever its case or separators."""
+    assert is_credential_name(name)
+
+
+@pytest.mark.parametrize("name", NOT_CREDENTIAL_LIKE)
+def test_is_credential_name_says_no(name):
+    """A name that only mentions a credential word, or describes one, or is no credential at all."""
+    assert not is_credential_name(name)
+
+
+def test_scrub_redacts_the_whole_value_under_a_credential_name():
+    """Strings, numbers and objects become the marker, a list keeps its length, and what holds
+    no credential (null, "", a boolean) stays; names beside them are untouched."""
+    stored = {
+        "secret": ["a-credential", "b-credential"],
+        "api_key": {"primary": "sk-primary"},
+        "auth": {"value": "x"},
+        "pin_password": 1234,
+        "token": None,
+        "password": "",
+        "has_refresh_token": True,
+        "usage": {"input_tokens": 5},
+    }
+    assert scrub(stored, []) == {
+        "secret": [REDACTED, REDACTED],
+        "api_key": REDACTED,
+        "auth": REDACTED,
+        "pin_password": REDACTED,
+        "token": None,
+        "password": "",
+        "has_refresh_token": True,
+        "usage": {"input_tokens": 5},
+    }

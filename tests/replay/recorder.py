@@ -7,8 +7,10 @@ timing each event, and `proxy.save(path)` writes a cassette with provenance `rec
 - Upstream HTTP uses `httpx2`, the client the SDK itself depends on: same TLS and proxy
   handling, and `iter_bytes()` hands over each network read as it arrives.
 - Credentials are never stored: request headers are not kept at all, response headers only
-  from an allowlist, and any echo of a credential the request carried (or a JSON field named
-  like one) is replaced by `[REDACTED]`.
+  from an allowlist and never one named like a credential, and any echo of a credential the
+  request carried is replaced by `[REDACTED]`. So is every value under a name that
+  `is_credential_name` calls a credential: a query parameter, a JSON field at any depth in a
+  request or response body or SSE event data (the whole subtree), a multipart text field.
 - `after: N` links an event to the most recent send (`POST .../events` of the same session)
   that reached the proxy before the event did and was still unanswered when the stream
   opened. Counting from the send's arrival, not its answer, is deliberate: the API may push
@@ -28,6 +30,7 @@ import base64
 import copy
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -74,23 +77,35 @@ STORED_RESPONSE_HEADERS = (
     "retry-after-ms",
     "x-should-retry",
 )
-# Request headers whose values are credentials (also any header whose name mentions one of CREDENTIAL_WORDS).
-CREDENTIAL_HEADERS = {"authorization", "proxy-authorization", "x-api-key", "cookie"}
-CREDENTIAL_WORDS = ("auth", "key", "token", "secret", "password", "cookie")
-# JSON fields (exact names, any depth) whose string values are redacted in stored bodies.
-CREDENTIAL_FIELDS = {
+# A word of a name ending in one of these makes the name a credential's (see is_credential_name).
+CREDENTIAL_WORDS = (
+    "auth",
     "authorization",
-    "authorization_token",
-    "api_key",
-    "x-api-key",
-    "access_token",
-    "refresh_token",
-    "client_secret",
+    "cookie",
+    "cookies",
+    "key",
+    "passwd",
     "password",
+    "passwords",
     "secret",
-    "secret_value",  # a vault environment-variable credential (managed agents)
+    "secrets",
     "token",
+)
+# A name whose last word is one of these describes a credential, it does not hold one.
+DESCRIBING_WORDS = {
+    "count",
+    "endpoint",
+    "hint",
+    "id",
+    "ids",
+    "name",
+    "scope",
+    "seconds",
+    "type",
+    "url",
 }
+CAMEL_CASE_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+NOT_A_LETTER_OR_DIGIT = re.compile(r"[^a-z0-9]+")
 REDACTED = "[REDACTED]"
 MIN_SECRET_LENGTH = 8  # shorter header values are not searched for (they would hit ordinary text)
 NO_BODY_STATUSES = {204, 304}
@@ -122,6 +137,49 @@ class _Stream:
     linked: int = 0  # the send the latest `after` named
 
 
+def name_words(name: str) -> list[str]:
+    """The lower-cased words of a name split at `-`, `_`, any other separator and camelCase."""
+    spaced = CAMEL_CASE_BOUNDARY.sub(" ", name)
+    return [word for word in NOT_A_LETTER_OR_DIGIT.split(spaced.lower()) if word]
+
+
+def is_credential_name(name: str) -> bool:
+    """Whether a header, query parameter or JSON field of this name holds a credential.
+
+    The one rule for all of them: some word of the name ends in a CREDENTIAL_WORDS entry
+    (`x-api-key`, `apiKey`, `x-session-token`, `client_secret`, `proxy-authorization`,
+    `x-auth-user`, `oauth`, `set-cookie`, `secret_value`, `has_refresh_token`), unless the last
+    word says the name describes a credential rather than holds one (DESCRIBING_WORDS:
+    `key_id`, `secret_name`, `token_type`, `token_endpoint`, `token_count`).
+    The plurals `tokens` and `keys` are not credential words: they are the API's token counts
+    (`input_tokens`, `max_tokens`, `cache_read_input_tokens`) and lists of names.
+    """
+    words = name_words(name)
+    if not words or words[-1] in DESCRIBING_WORDS:
+        return False
+    return any(word.endswith(CREDENTIAL_WORDS) for word in words)
+
+
+def redacted(value: Any) -> Any:
+    """A value under a credential name as stored: `[REDACTED]`, the whole of it.
+
+    A list keeps its length (a repeated query parameter stays a list) with each item redacted.
+    What cannot hold a credential stays as it is: `null`, `""`, `true` and `false`.
+    """
+    if value is None or isinstance(value, bool) or value == "":
+        return value
+    if isinstance(value, list):
+        return [redacted(item) for item in value]
+    return REDACTED
+
+
+def _redact_part(part: Any) -> Any:
+    """A stored multipart part with its text value redacted if the part is named like a credential."""
+    if isinstance(part, dict) and "value" in part and is_credential_name(str(part.get("name"))):
+        return {**part, "value": redacted(part["value"])}
+    return part
+
+
 def _secret_parts(name: str, value: str) -> set[str]:
     """A credential header's value and the pieces of it that could be echoed on their own."""
     parts = {value.strip()}
@@ -135,20 +193,28 @@ def _secret_parts(name: str, value: str) -> set[str]:
 
 
 def scrub(value: Any, secrets: list[str]) -> Any:
-    """A copy of a stored value with credential fields and known credential strings redacted."""
+    """A copy of a stored value with credential fields and known credential strings redacted.
+
+    At any depth (an exchange's query, headers, JSON bodies, SSE event data), whatever sits
+    under a key that `is_credential_name` calls a credential is `redacted`; multipart text
+    parts are judged by their `name`; every string, key and base64 body has each of `secrets`
+    replaced by `[REDACTED]` (a key is judged as stored, after that replacement).
+    """
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            name = scrub(key, secrets)  # an echo may use the credential itself as a name
-            if str(key).lower() in CREDENTIAL_FIELDS and isinstance(item, str) and item:
-                out[name] = REDACTED
+            stored_key = scrub(key, secrets)  # an echo may use the credential itself as a name
+            if is_credential_name(str(stored_key)):
+                out[stored_key] = redacted(item)
             elif key == "body_b64" and isinstance(item, str) and _is_base64(item):
                 raw = base64.b64decode(item)
                 for secret in secrets:
                     raw = raw.replace(secret.encode(), REDACTED.encode())
-                out[name] = base64.b64encode(raw).decode("ascii")
+                out[stored_key] = base64.b64encode(raw).decode("ascii")
+            elif key == "multipart" and isinstance(item, list):
+                out[stored_key] = scrub([_redact_part(part) for part in item], secrets)
             else:
-                out[name] = scrub(item, secrets)
+                out[stored_key] = scrub(item, secrets)
         return out
     if isinstance(value, list):
         return [scrub(item, secrets) for item in value]
@@ -167,7 +233,9 @@ def _is_base64(text: str) -> bool:
 
 
 def stored_headers(headers: httpx2.Headers) -> dict[str, str]:
-    return {name: headers[name] for name in STORED_RESPONSE_HEADERS if name in headers}
+    """The response headers a cassette keeps: the allowlisted ones, never one named like a credential."""
+    kept = [name for name in STORED_RESPONSE_HEADERS if not is_credential_name(name)]
+    return {name: headers[name] for name in kept if name in headers}
 
 
 def response_body(content_type: str, data: bytes) -> dict[str, Any]:
@@ -381,9 +449,8 @@ class RecordingProxy(LoopbackServer):
         """Reserve the next exchange number for a request that has just arrived."""
         secrets = set()
         for name, value in headers.items():
-            lowered = name.lower()
-            if lowered in CREDENTIAL_HEADERS or any(word in lowered for word in CREDENTIAL_WORDS):
-                secrets.update(_secret_parts(lowered, value))
+            if is_credential_name(name):
+                secrets.update(_secret_parts(name.lower(), value))
         with self._lock:
             self._exchanges.append(None)
             n = len(self._exchanges)
