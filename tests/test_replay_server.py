@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from urllib.parse import urlsplit
@@ -18,6 +21,8 @@ from anthropic.types.beta import (
     BetaManagedAgentsSession,
 )
 
+from tests.replay import FIXTURES, ROOT, SHIPPED_CASSETTE, replay_env
+from tests.replay.cassette import Cassette, is_send
 from tests.replay.server import ReplayServer
 from tests.replay_fixtures import (
     AGENT_ID,
@@ -445,13 +450,18 @@ def test_unmatched_send_is_compared_with_the_unplayed_recording():
 RESTART = "restart the kernel and run the cells from the top"
 
 
-def refusal(info: pytest.ExceptionInfo) -> str:
-    """The sentence a refused request got, after checking it came as the API's one-shot 400."""
+def refused(info: pytest.ExceptionInfo) -> str:
+    """The message a refused request got, after checking it came as the API's one-shot 400."""
     err = info.value
     assert isinstance(err, anthropic.BadRequestError)
     assert err.response.headers["x-should-retry"] == "false"
     assert err.body["error"]["type"] == "invalid_request_error"
-    message = err.body["error"]["message"]
+    return err.body["error"]["message"]
+
+
+def refusal(info: pytest.ExceptionInfo) -> str:
+    """The sentence a refused request got, after checking it came as the API's one-shot 400."""
+    message = refused(info)
     assert message.endswith(".") and ". " not in message, f"not one sentence: {message}"
     return message
 
@@ -743,3 +753,296 @@ def test_files_list_by_session_needs_the_managed_agents_beta_header():
             client.beta.files.list(scope_id=SESSION_ID)
         listed = client.beta.files.list(scope_id=SESSION_ID, betas=[BETA])
         assert [f.filename for f in listed.data] == ["calc.py"]
+
+
+# -- interactive mode: what a reader gets after interrupting a turn ---------------------------------------
+
+SHIPPED = Cassette.load(SHIPPED_CASSETTE)
+
+
+def shipped(method: str, path: str, part: str = "request") -> dict:
+    """The first recorded request (or response) body for method and path."""
+    return next(
+        ex[part]["json"]
+        for ex in SHIPPED.exchanges
+        if (ex["request"]["method"], ex["request"]["path"]) == (method, path)
+    )
+
+
+def interrupted_turn(client: anthropic.Anthropic) -> tuple:
+    """The shipped story's first cells, then turn 1 left after three events: the reader
+    interrupts the kernel while it streams (the client closes the stream)."""
+    agent = client.beta.agents.create(**shipped("POST", "/v1/agents"))
+    env = client.beta.environments.create(**shipped("POST", "/v1/environments"))
+    for name in ("calc.py", "test_calc.py"):
+        client.beta.files.upload(file=(name, (FIXTURES / name).read_bytes(), "text/x-python"))
+    session = client.beta.sessions.create(**shipped("POST", "/v1/sessions"))
+    task = shipped("POST", f"/v1/sessions/{session.id}/events")
+    read = []
+    with client.beta.sessions.events.stream(session.id, event_deltas=["agent.message"]) as stream:
+        client.beta.sessions.events.send(session.id, **task)
+        for ev in stream:
+            read.append(ev)
+            if len(read) == 3:
+                break
+    assert [ev.type for ev in read] == [
+        "user.message",
+        "session.status_running",
+        "span.model_request_start",
+    ]
+    return agent, env, session, read
+
+
+def turn1_ids(session_id: str) -> list[str]:
+    """The persisted events of the shipped turn 1 stream, in the recorded order."""
+    (stream, *_) = [
+        ex["response"]["sse"]
+        for ex in SHIPPED.exchanges
+        if ex["request"]["path"] == f"/v1/sessions/{session_id}/events/stream"
+    ]
+    return [e["data"]["id"] for e in stream if "id" in e.get("data", {})]
+
+
+def test_interactive_mode_answers_what_does_not_depend_on_the_order():
+    """After an interrupted turn 1 the cleanup cell and the polling view still get answers:
+    the history so far, the session's status, the interrupt, no outputs, the archives. At the
+    recorded pace the rest of turn 1 (its end 55 s away) is not written meanwhile."""
+    with (
+        ReplayServer(SHIPPED, speed=1, interactive=True) as fake,
+        make_client(fake, max_retries=0) as client,
+    ):
+        agent, env, session, read = interrupted_turn(client)
+        sid, recorded = session.id, turn1_ids(session.id)
+
+        history = [ev.id for ev in client.beta.sessions.events.list(sid)]
+        assert history[:3] == [ev.id for ev in read]  # at least what was read, in order ...
+        assert history == recorded[: len(history)]  # ... each once, no previews
+        paged = [ev.id for ev in client.beta.sessions.events.list(sid, limit=1)]  # next_page
+        assert paged[: len(history)] == history
+        newest_first = [ev.id for ev in client.beta.sessions.events.list(sid, order="desc")]
+        assert newest_first[::-1] == recorded[: len(newest_first)]
+
+        assert client.beta.sessions.retrieve(sid).status == "running"
+        sent = client.beta.sessions.events.send(sid, events=[{"type": "user.interrupt"}])
+        assert [ev.type for ev in sent.data] == ["user.interrupt"]
+        assert sent.data[0].id.startswith("sevt_") and sent.data[0].processed_at is not None
+        after = client.beta.sessions.retrieve(sid)
+        assert (after.status, after.archived_at) == ("idle", None)
+
+        assert client.beta.files.list(scope_id=sid, betas=[BETA]).data == []
+
+        for kind, resource_id in (
+            ("sessions", sid),
+            ("environments", env.id),
+            ("agents", agent.id),
+        ):
+            raw = getattr(client.beta, kind).with_raw_response.archive(resource_id)
+            assert raw.json() == shipped("POST", f"/v1/{kind}/{resource_id}/archive", "response")
+            assert raw.parse().archived_at is not None
+        assert client.beta.sessions.retrieve(sid).archived_at is not None
+
+    answered = [e for e in fake.log if "order_free" in e]
+    assert all(e["exchange"] is None and e["status"] == 200 for e in answered)
+    reasons = [e["order_free"] for e in answered]
+    assert reasons.count("the history so far") >= 3  # one request a page
+    assert [r for r in reasons if r != "the history so far"] == [
+        "status running",
+        "an interrupt",
+        "status idle",
+        "no outputs yet",
+        *["the recorded archive"] * 3,
+        "archived in this take",
+    ]
+    assert fake.unmatched() == []  # order-free answers are no refusals
+    assert fake.played == [1, 2, 3, 4, 5, 6, 7]  # ... and play no exchange
+
+
+def test_strict_mode_refuses_the_same_requests():
+    """Strict stays strict: the same reader gets the refusals of old, and the history and the
+    outputs as recorded at the end of the whole turn (strict causal order waits on writes, not
+    on streams): what interactive mode replaces with what the take itself streamed."""
+    with ReplayServer(SHIPPED, speed=1) as fake, make_client(fake, max_retries=0) as client:
+        agent, env, session, _ = interrupted_turn(client)
+        sid = session.id
+        requests = [
+            lambda: client.beta.sessions.retrieve(sid),
+            lambda: client.beta.sessions.events.send(sid, events=[{"type": "user.interrupt"}]),
+            lambda: client.beta.sessions.archive(sid),
+            lambda: client.beta.environments.archive(env.id),
+            lambda: client.beta.agents.archive(agent.id),
+        ]
+        sentences = []
+        for request in requests:
+            with pytest.raises(anthropic.BadRequestError) as info:
+                request()
+            sentences.append(refused(info))
+        history = client.beta.sessions.events.with_raw_response.list(sid).json()
+        listed = client.beta.files.with_raw_response.list(scope_id=sid, betas=[BETA]).json()
+    follow_up = [n for n, ex in enumerate(SHIPPED.exchanges, 1) if is_send(ex)][1]
+    unsent = f"POST /v1/sessions/{sid}/events (exchange {follow_up}), which this run has not sent"
+    assert sentences[0] == (
+        f"The replay cannot answer GET /v1/sessions/{sid} yet: in the recording it comes after"
+        f" {unsent}; run the cells above it first, or {RESTART}."
+    )
+    assert sentences[1].startswith(f"The replay has no recording of POST /v1/sessions/{sid}/events")
+    for sentence in sentences[2:]:
+        assert sentence.startswith("The replay cannot answer ") and unsent in sentence
+    assert history == shipped("GET", f"/v1/sessions/{sid}/events", "response")
+    assert listed == shipped("GET", "/v1/files", "response")
+    assert len(fake.unmatched()) == len(requests)
+    assert not any("order_free" in e for e in fake.log)
+
+
+def test_interactive_mode_still_refuses_what_depends_on_the_order():
+    """A new resource, a message out of order, a download ahead of the story and anything about
+    a resource the cassette never recorded are refused as in strict mode."""
+    with (
+        ReplayServer(SHIPPED, interactive=True) as fake,
+        make_client(fake, max_retries=0) as client,
+    ):
+        agent_request = shipped("POST", "/v1/agents")
+        client.beta.agents.create(**agent_request)
+        client.beta.environments.create(**shipped("POST", "/v1/environments"))
+        for name in ("calc.py", "test_calc.py"):
+            client.beta.files.upload(file=(name, (FIXTURES / name).read_bytes(), "text/x-python"))
+        sid = client.beta.sessions.create(**shipped("POST", "/v1/sessions")).id
+        sends = [ex["request"]["json"] for ex in SHIPPED.exchanges if is_send(ex)]
+        download = next(
+            ex for ex in SHIPPED.exchanges if ex["request"]["path"].endswith("/content")
+        )
+        output = download["request"]["path"].split("/")[3]
+        requests = {
+            "The replay has no recording of POST /v1/agents": lambda: client.beta.agents.create(
+                **{**agent_request, "name": "another agent"}
+            ),
+            "in the recording it comes after POST": lambda: client.beta.sessions.events.send(
+                sid,
+                **sends[1],  # the follow-up, before the task
+            ),
+            f"The replay cannot answer GET /v1/files/{output}/content yet": lambda: (
+                client.beta.files.download(output)
+            ),
+            "GET /v1/sessions/sesn_nope": lambda: client.beta.sessions.retrieve("sesn_nope"),
+            "POST /v1/agents/agent_nope/archive": lambda: client.beta.agents.archive("agent_nope"),
+            "GET /v1/files?scope_id=sesn_nope": lambda: client.beta.files.list(
+                scope_id="sesn_nope", betas=[BETA]
+            ),
+            "POST /v1/sessions/sesn_nope/events": lambda: client.beta.sessions.events.send(
+                "sesn_nope", events=[{"type": "user.interrupt"}]
+            ),
+        }
+        for words, request in requests.items():
+            with pytest.raises(anthropic.BadRequestError) as info:
+                request()
+            assert words in refused(info)
+    assert len(fake.unmatched()) == len(requests)
+    assert not any("order_free" in e for e in fake.log)
+
+
+def test_interactive_mode_plays_an_uninterrupted_run_as_recorded():
+    cassette = notebook_flow_cassette()
+    with ReplayServer(cassette, interactive=True) as fake, make_client(fake) as client:
+        run_flow(client)
+        assert fake.played == list(range(1, len(cassette.exchanges) + 1))
+        assert fake.unmatched() == [] and not any("order_free" in e for e in fake.log)
+
+
+def test_interactive_mode_prefers_what_the_recording_says():
+    """The recorded interrupt echo, the archive that succeeded after a refused one, and the
+    session as its archive recorded it when nothing else was (without archived_at until then)."""
+    archived = session_body("terminated", archived_at=TS_ARCHIVED)
+    still_running = {"type": "error", "error": {"type": "invalid_request_error", "message": "x"}}
+    cassette = make_cassette(
+        [
+            exchange("POST", "/v1/agents", {"json": agent_body()}, body={"json": {}}),  # 1
+            send_exchange(TASK, "sevt_task"),  # 2
+            exchange(  # 3
+                "POST", f"/v1/sessions/{SESSION_ID}/archive", {"json": still_running}, status=400
+            ),
+            exchange(  # 4
+                "POST",
+                f"/v1/sessions/{SESSION_ID}/events",
+                {"json": {"data": [event("user.interrupt", "sevt_int")]}},
+                body={"json": {"events": [{"type": "user.interrupt"}]}},
+            ),
+            exchange("POST", f"/v1/sessions/{SESSION_ID}/archive", {"json": archived}),  # 5
+        ]
+    )
+    with (
+        ReplayServer(cassette, interactive=True) as fake,
+        make_client(fake, max_retries=0) as client,
+    ):
+        client.post("/v1/agents", body={}, cast_to=object)
+        before = client.beta.sessions.retrieve(SESSION_ID)
+        assert (before.status, before.archived_at) == ("terminated", None)
+        sent = client.beta.sessions.events.send(SESSION_ID, events=[{"type": "user.interrupt"}])
+        assert [ev.id for ev in sent.data] == ["sevt_int"]
+        assert client.beta.sessions.retrieve(SESSION_ID).status == "idle"
+        assert client.beta.sessions.archive(SESSION_ID).archived_at is not None
+        assert client.beta.sessions.with_raw_response.retrieve(SESSION_ID).json() == archived
+    assert [e.get("order_free") for e in fake.log] == [
+        None,
+        "status terminated",
+        "the recorded interrupt echo",
+        "status idle",
+        "the recorded archive",
+        "archived in this take",
+    ]
+    assert fake.played == [1] and fake.unmatched() == []
+
+
+# The story's first request, then the agent's archive (recorded last): 200 only interactively.
+ARCHIVE_AGENT = (
+    "import json, os, urllib.error, urllib.request\n"
+    "def post(path, body):\n"
+    "    request = urllib.request.Request(os.environ['ANTHROPIC_BASE_URL'] + path, method='POST',"
+    " data=json.dumps(body).encode(), headers={'content-type': 'application/json'})\n"
+    "    try:\n"
+    "        return urllib.request.urlopen(request).status\n"
+    "    except urllib.error.HTTPError as err:\n"
+    "        return err.code\n"
+    f"post('/v1/agents', {shipped('POST', '/v1/agents')!r})\n"
+    f"print(post('/v1/agents/{shipped('POST', '/v1/agents', 'response')['id']}/archive', {{}}))\n"
+)
+
+
+def test_the_run_verb_is_interactive():
+    """`run`, what `make lab` uses, answers order-free and reports it, for information."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.replay", "run", "--cassette", str(SHIPPED_CASSETTE)]
+        + ["--speed", "0", "--", sys.executable, "-c", ARCHIVE_AGENT],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "200"
+    assert "Answered out of the recorded order (take 1):" in done.stderr
+    assert "/archive: the recorded archive" in done.stderr
+
+
+@pytest.mark.parametrize("flags, status", [(["--interactive"], "200"), ([], "400")])
+def test_serve_is_interactive_only_when_asked(flags, status):
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.replay", "serve", "--cassette", str(SHIPPED_CASSETTE)]
+        + ["--speed", "0", *flags],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base_url = server.stdout.readline().strip()
+        done = subprocess.run(
+            [sys.executable, "-c", ARCHIVE_AGENT],
+            env={**os.environ, **replay_env(base_url)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.stdout.strip() == status, done.stderr[-2000:]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

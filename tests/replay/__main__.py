@@ -20,11 +20,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.replay", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
 
-    serve = verbs.add_parser("serve", help="serve a cassette on loopback until Ctrl-C")
+    serve = verbs.add_parser(
+        "serve",
+        help="serve a cassette on loopback until Ctrl-C",
+        description="Serve a cassette on loopback until Ctrl-C: strictly, in the recorded"
+        " order, unless --interactive.",
+    )
+    serve.add_argument(
+        "--interactive",
+        action="store_true",
+        help="as `run` does: also answer the order-free requests strict order refuses (the"
+        " session's status, user.interrupt, archiving, the history so far, no outputs yet)",
+    )
     run = verbs.add_parser(
         "run",
         help="serve a cassette interactively while a command runs (e.g. jupyter lab), "
         "then say what it did not play",
+        description="Serve a cassette while a command runs (`make lab`: jupyter lab), then say"
+        " what the last take did not play, for information. Interactively: a reader who"
+        " interrupts a turn and runs the cells below still gets the answers that do not depend"
+        " on the recorded order (the session's status, user.interrupt, archiving, the history"
+        " streamed so far, no outputs yet), so the cleanup cell and the polling view work;"
+        " anything else out of order is refused in one sentence.",
     )
     for p in (serve, run):
         p.add_argument(
@@ -74,20 +91,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    with ReplayServer(args.cassette, port=args.port, speed=_speed(args)) as fake:
+    with ReplayServer(
+        args.cassette, port=args.port, speed=_speed(args), interactive=args.interactive
+    ) as fake:
         print(fake.base_url, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
         print(fake.unplayed_report() or "Every exchange was played.", file=sys.stderr)
+        if order_free := fake.order_free_report():
+            print(order_free, file=sys.stderr)
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     """Interactive: a reader may stop anywhere or run the story again (each restart is a new
     take), so what the last take left unplayed is information, and the exit code is the
-    command's own."""
+    command's own. A reader who interrupts a turn and runs the cells below still gets the
+    answers that do not depend on the story's order (the server's interactive mode): the
+    cleanup cell can interrupt and archive, the polling view shows what was streamed."""
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    with ReplayServer(args.cassette, port=args.port, speed=_speed(args)) as fake:
+    with ReplayServer(args.cassette, port=args.port, speed=_speed(args), interactive=True) as fake:
         print(
             f"Replaying {args.cassette} at {fake.base_url} (speed {fake.speed:g}).", file=sys.stderr
         )
@@ -96,6 +119,8 @@ def _run(args: argparse.Namespace) -> int:
         report = "No request reached the replay."
     else:
         report = fake.unplayed_report() or "Every recorded exchange was played."
+        if order_free := fake.order_free_report():
+            report += "\n" + order_free
     print(f"For information (not a failure): {report}", file=sys.stderr)
     return code
 
