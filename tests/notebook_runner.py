@@ -94,7 +94,7 @@ class Reader:
 
     def _play(self, nb, env, cleanup_again, restart_before_cleanup, stop_after) -> int | None:
         cleanup = next(i for i, c in enumerate(nb.cells) if c.source.startswith("## Clean up"))
-        code = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
+        code = code_cells(nb)
         steps, cleanup = [i for i in code if i < cleanup], [i for i in code if i > cleanup]
         failed = None
         self._fresh(env)
@@ -132,9 +132,21 @@ class Reader:
         self.client.execute_cell(nbformat.v4.new_code_cell(code), 0)
 
 
+SKIP = "nbval-skip"  # the tag of the `%pip install` cell: the test environment has what it installs
+
+
+def code_cells(nb: nbformat.NotebookNode) -> list[int]:
+    """The code cells a test runs, in order: all but the one tagged `nbval-skip`."""
+    return [
+        i
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and SKIP not in cell.metadata.get("tags", [])
+    ]
+
+
 def setup_cells(nb: nbformat.NotebookNode) -> list[int]:
     """The code cells up to the one that creates the client: what any later cell needs first."""
-    code = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
+    code = code_cells(nb)
     return code[: 1 + next(n for n, i in enumerate(code) if "Anthropic()" in nb.cells[i].source)]
 
 

@@ -1,4 +1,4 @@
-"""The presentation module (session_view.py) fed events directly: what nbval cannot see (widgets,
+"""The live view (watch_and_verify.SessionView) fed events directly: what nbval cannot see (widgets,
 token-by-token text, what reaches the browser) and what a careful view must survive."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import pytest
 from anthropic._models import construct_type
 from anthropic.types.beta.sessions import BetaManagedAgentsStreamSessionEvents
 
-import session_view
-from session_view import PROSE, SessionView, clip, plain
+import watch_and_verify
+from watch_and_verify import PROSE, SessionView, clip, plain
 
 TS = "2026-11-20T09:30:00.000Z"
 
@@ -121,13 +121,13 @@ def test_the_live_view_keeps_a_bounded_number_of_cards_and_counts_the_rest(view,
     for n in range(300):
         data = {"type": "agent.tool_use", "id": f"sevt_{n}", "processed_at": TS, "name": "bash"}
         view.add(ev({**data, "input": {"command": f"echo {n}"}}))
-    assert len(cards(view)) == session_view.CARDS
-    assert f"{300 - session_view.CARDS} earlier entries hidden" in view.status.value
+    assert len(cards(view)) == watch_and_verify.CARDS
+    assert f"{300 - watch_and_verify.CARDS} earlier entries hidden" in view.status.value
     text = printed(view, capsys)
     assert (
         "echo 0\n" in text and "echo 299" in text and "echo 150\n" not in text
     )  # start and end kept
-    assert f"{300 - session_view.ENTRIES} entries not printed" in text
+    assert f"{300 - watch_and_verify.ENTRIES} entries not printed" in text
     assert view.box.children == ()  # the live view gave way to the printed transcript
 
 

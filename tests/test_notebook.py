@@ -243,7 +243,7 @@ def test_an_interrupt_while_a_turn_streams_is_one_note_and_a_transcript(reader):
     text = "".join(o.get("text", "") for o in turn.outputs)
     assert not [o for o in turn.outputs if o.output_type == "error"]
     assert (
-        "You stopped watching." in text
+        "You stopped watching before the turn ended." in text
         and "costing money" in text
         and "[You] The tests of a small" in text
     )

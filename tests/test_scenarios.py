@@ -40,7 +40,7 @@ MUST = {
     "shadowed_mean": ["Original tests: 6 of 6 pass", "Functions changed: add, divide, power, mean", "mean(): changed", "Verdict: the tests pass, but mean() was changed"],
     "spoofing": ["Original tests: 0 of 6 pass; did not run: test_add, test_subtract, test_multiply, test_divide, test_power, test_mean (the test process ended early, exit status 0)", "Verdict: not verified: 6 of 6 original tests did not run."],
     "background_child": ["Original tests: 6 of 6 pass", "Functions changed: add, divide, power"],
-    "infinite_loop": ["Original tests: 4 of 6 pass; did not run: test_power, test_mean (timed out after 2 s)", "Verdict: not verified: 2 of 6"],
+    "infinite_loop": ["Original tests: 5 of 6 pass; did not run: test_power (timed out after 2 s)", "Verdict: not verified: 1 of 6"],
     "syntax_error": ["calc.py does not parse: SyntaxError on line 5", "Verdict: not fixed: the agent's calc.py does not parse."],
     "crlf": ["Original tests: 6 of 6 pass", "Functions changed: add, divide, power\nmean(): unchanged"],
     "extra_outputs": ["Other files the agent saved: NOTES.md, test_calc.py"],
@@ -49,7 +49,7 @@ MUST = {
     "reads_env": ["Original tests: 6 of 6 pass"],
     "extra_change": ["Functions changed: add, subtract, divide, power", "Verdict: the tests pass, but the agent also changed subtract()"],
     "unchanged": ["Functions changed: none", "mean(): unchanged", "Verdict: nothing was fixed"],
-    "regression_blind": ["Regression tests: 3", "Catch the original bugs: 2 of 3; not: test_divide_is_true_division", "Pass on the fix: 3 of 3", "Verdict: not every test guards a fix"],
+    "regression_blind": ["Regression tests: 3", "Catch the original bugs: 2 of 3; not: test_divide_is_true_division", "Pass on the fix: 3 of 3", "Root causes caught: add (test_add_adds_instead_of_subtracting), power (test_power_multiplies_exponent_times)", "Root causes not caught: divide", "Verdict: not every root cause is guarded: no test catches divide."],
     "regression_unsaved": ["The agent saved no test_regressions.py", "Waited"],
     "turn2_budget": ["Turn 2: regression tests · budget_reached ·", "The turn stopped early (budget_reached).", "The agent saved no test_regressions.py"],
 }  # fmt: skip
@@ -64,7 +64,10 @@ MUST_NOT = {
     ],  # the session's copies of the inputs are not outputs
 }
 RECONNECTING = {"dropped", "error_frame", "stall"}
-FAILING_CELL = {"http_401": "AuthenticationError", "http_404_environment": "NotFoundError"}
+FAILING_CELL = {  # the one sentence the failing create cell shows instead of a traceback
+    "http_401": "The API answered 401 (authentication_error): invalid x-api-key",
+    "http_404_environment": "The API answered 404 (not_found_error): Not found: environments",
+}
 PACED = {"stall", "endless"}  # replayed at the recorded pace: their silence is the point
 LIMITS = {  # the cookbook's own limits, shortened where a scenario would wait them out
     "stall": {"COOKBOOK_STREAM_TIMEOUT": "2"},
@@ -72,6 +75,8 @@ LIMITS = {  # the cookbook's own limits, shortened where a scenario would wait t
     "infinite_loop": {"COOKBOOK_RUN_TIMEOUT": "2"},
     "regression_unsaved": {"COOKBOOK_OUTPUT_WAIT": "1"},
     "archive_refused": {"COOKBOOK_SETTLE": "1"},
+    "budget_reached": {"COOKBOOK_BUDGET": "0.02"},  # the cap the scenario's session reaches
+    "turn2_budget": {"COOKBOOK_BUDGET": "0.04"},
 }
 NOTEBOOK_BOUND_BYTES = 150_000  # the stored notebook stays small, whatever the agent printed
 
@@ -91,8 +96,9 @@ def test_scenario(name, reader):
     for sentence in MUST_NOT.get(name, []):
         assert sentence not in text, f"{name}: {sentence!r} must not be said"
     if name in FAILING_CELL:
-        assert [(i, e.ename) for i, e in errors] == [(failed, FAILING_CELL[name])]
-        assert ".create(" in nb.cells[failed].source and len(errors[0][1].traceback) == 1
+        [(cell, error)] = errors
+        assert cell == failed and ".create(" in nb.cells[failed].source
+        assert len(error.traceback) == 1 and error.traceback[0].startswith(FAILING_CELL[name])
     else:
         assert failed is None and errors == [], errors
 

@@ -42,6 +42,7 @@ class Scenario:
     copies_downloadable: bool = False  # the session's input copies listed as downloadable
     empty_listings: int = 0  # files.list shows no outputs this many times first
     cleanup: str = "normal"  # or "archive_refused", or "restart" (the kernel forgot)
+    budget_cents: str | None = None  # the session's budget (COOKBOOK_BUDGET), if not the script's
 
 
 def _tool(name: str, **given: Any) -> dict[str, Any]:
@@ -284,6 +285,7 @@ SECOND_TURN = [
         turn=2,
         at=1,
         ending="budget_reached",
+        budget_cents="4",
     ),
 ]
 SCENARIOS = {
@@ -293,7 +295,7 @@ SCENARIOS = {
         Scenario("retries_exhausted", "session.error until retries are exhausted; idle with stop_reason retries_exhausted", ending="retries_exhausted"),
         Scenario("requires_action", "a tool call waits for confirmation: idle with requires_action", ending="requires_action"),
         Scenario("refusal", "the model refuses: idle with stop_reason refusal", ending="refusal"),
-        Scenario("budget_reached", "the session's budget runs out: idle with budget_reached", ending="budget_reached"),
+        Scenario("budget_reached", "the session's budget runs out: idle with budget_reached", ending="budget_reached", budget_cents="2"),
         Scenario("terminated", "the session is terminated mid-turn", ending="terminated"),
         Scenario("dropped", "the connection drops mid-turn; the notebook reconnects and follows the live turn", stream_cut=("drop", 40)),
         Scenario("error_frame", "an `event: error` frame (overloaded_error) mid-turn; the notebook reconnects", stream_cut=("error_frame", 40)),

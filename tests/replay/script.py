@@ -9,7 +9,8 @@ delays derive from the script alone, so the same inputs give a byte-identical ca
 
 The exchanges follow the notebook cell by cell: create, upload, the session; per turn the
 stream, the send, and (after a broken stream) a reconnect's stream and history; the output
-listings and downloads of each verification; the history for the polling sidebar; cleanup.
+listings and downloads of each verification, with the history for the polling sidebar after
+the first; cleanup.
 A `Scenario` (scenarios.py) bends the session into one of the ways a run can go wrong.
 """
 
@@ -111,7 +112,13 @@ class Session:
             return self._cleanup({"agent": agent})
         uploads = {name: (self.fixtures / name).read_bytes() for name in s["uploads"]}
         files = self.uploaded = {name: self._upload(name, data) for name, data in uploads.items()}
-        session = self._session(agent, env, files)
+        budget = s["budget"]
+        if sc.budget_cents:  # a reader's COOKBOOK_BUDGET
+            budget = {
+                **budget,
+                "max_list_cost": {**budget["max_list_cost"], "amount": sc.budget_cents},
+            }
+        session = self._session(agent, env, files, budget)
         request = {
             "agent": {"type": "agent", "id": agent["id"], "version": agent["version"]},
             "environment_id": env["id"],
@@ -119,23 +126,24 @@ class Session:
                 {"type": "file", "file_id": f["id"], "mount_path": f"/{n}"}
                 for n, f in files.items()
             ],
+            "budget": budget,
             "title": s["title"],
             **tag,
         }
         self._add("POST", "/v1/sessions", json_body=request, response=session)
         with Sandbox(uploads) as box:
-            agent_run = Agent(self.ids, self.clock, sc, box, s["system"])
+            agent_run = Agent(self.ids, self.clock, sc, box, s["system"], budget)
             turn = self._turn(1, session, agent_run, sc.steps)
             self._verify(session, box, OUTPUTS[0], turn.ending)
+            self._add(  # the polling sidebar
+                "GET",
+                f"/v1/sessions/{session['id']}/events",
+                response={"data": list(self.history), "next_page": None},
+            )
             if turn.ending == "end_turn":
                 turn = self._turn(2, session, agent_run, sc.steps2)
                 self._verify(session, box, OUTPUTS[1], turn.ending)
             usage = agent_run.snapshot()
-        self._add(
-            "GET",
-            f"/v1/sessions/{session['id']}/events",
-            response={"data": self.history, "next_page": None},
-        )
         session = {**session, "status": turn.status, "usage": usage}
         self._cleanup({"session": session, "environment": env, "agent": agent})
 
@@ -463,7 +471,9 @@ class Session:
             self.files[(name, data)] = {**self._file(name, data, downloadable=True), **scope}
         return self.files[(name, data)]
 
-    def _session(self, agent: dict, env: dict, files: dict[str, dict]) -> dict[str, Any]:
+    def _session(
+        self, agent: dict, env: dict, files: dict[str, dict], budget: dict
+    ) -> dict[str, Any]:
         stamp = self.clock.stamp()
         keep = (
             "id",
@@ -493,6 +503,7 @@ class Session:
             "type": "session",
             "status": "idle",
             "title": self.script["title"],
+            "budget": budget,
             "agent": {k: agent[k] for k in keep}
             | {"execution_identity": agent["execution_identity"]},
             "environment_id": env["id"],

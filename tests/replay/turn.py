@@ -74,8 +74,11 @@ class Turn:
 class Agent:
     """The scripted agent of one session, across its turns: its context, usage and sandbox."""
 
-    def __init__(self, ids: Ids, clock: Clock, scenario: Scenario, box: Sandbox, system: str):
+    def __init__(
+        self, ids: Ids, clock: Clock, scenario: Scenario, box: Sandbox, system: str, budget: dict
+    ):
         self.ids, self.clock, self.scenario, self.box = ids, clock, scenario, box
+        self.budget = budget  # the session's, echoed by every session.usage
         self.context, self.cached = len(system) // 4 + TOOLSET_TOKENS, 0  # tokens
         self.usage = {"input": 0, "cache_write": 0, "cache_read": 0, "output": 0, "ms": 0}
         self.turn = Turn()
@@ -217,13 +220,14 @@ class Agent:
 
     def go_idle(self, stop_reason: dict, started: datetime, **extra: Any) -> None:
         self.usage["ms"] += int((self.clock.now - started).total_seconds() * 1000)
-        usage = self.snapshot()  # a budget stop implies a budget: the one the session just reached
-        budget = (
-            {"type": "limit", "max_list_cost": usage["list_cost"]}
-            if stop_reason["type"] == "budget_reached"
-            else None
-        )
-        self.emit((60, 120), {"type": "session.usage", "usage": usage, "budget": budget})
+        usage = self.snapshot()
+        if stop_reason["type"] == "budget_reached":  # the scenario's cap must really be reached
+            spent, cap = (
+                int(usage["list_cost"]["amount"]),
+                int(self.budget["max_list_cost"]["amount"]),
+            )
+            assert spent >= cap, f"budget_reached at {spent} cents, below the {cap}-cent budget"
+        self.emit((60, 120), {"type": "session.usage", "usage": usage, "budget": self.budget})
         self.emit((10, 30), {"type": "session.status_idle", "stop_reason": stop_reason, **extra})
         self.turn.ending = stop_reason["type"]
 
