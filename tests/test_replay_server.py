@@ -66,6 +66,7 @@ from tests.replay_fixtures import (
     upload_exchange,
     upload_part,
 )
+from watch_and_verify import sentence_for
 
 RETRIEVE = exchange("GET", f"/v1/sessions/{SESSION_ID}", {"json": session_body()})
 
@@ -396,14 +397,16 @@ def test_unmatched_request_is_one_readable_400_never_retried():
     with ReplayServer(notebook_flow_cassette()) as fake, make_client(fake) as client:
         with pytest.raises(anthropic.BadRequestError) as info:
             create_agent(client, model="claude-opus-4-1")
-    message = str(info.value)
+    # What the notebook shows of it (its one sentence), not the SDK's wording of str(err),
+    # which changed between releases.
+    message = sentence_for(info.value)
     assert len(fake.log) == 1 and fake.unmatched() == fake.log, "answered once, never retried"
     assert info.value.status_code == 400
     assert info.value.response.headers["x-should-retry"] == "false"
     assert info.value.body["error"]["type"] == "invalid_request_error"
     for words in ("POST", "/v1/agents", "model", "claude-opus-4-1", MODEL, "exchange 1"):
         assert words in message, message
-    assert message.startswith("Error code: 400 - ")
+    assert message.startswith("The API answered 400 (invalid_request_error): The replay has no")
     assert refusal(info) == (
         "The replay has no recording of POST /v1/agents: the closest is exchange 1"
         " (POST /v1/agents), where json.model is 'claude-opus-4-1' (recorded"
