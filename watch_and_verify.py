@@ -26,6 +26,7 @@ import json
 import os
 import re
 import secrets
+import select
 import signal
 import subprocess
 import sys
@@ -484,11 +485,15 @@ def decoded(data: bytes) -> str:
 
 # --- the bounded test runner --------------------------------------------------------------------
 
-# Runs one test in the test process. The code under test runs from the import on; the token is
-# read only after it, so that code could not know it while it was imported.
-HARNESS = """import asyncio, inspect, sys, unittest
+# Runs one test in the test process: `python -I -c HARNESS <module> <test> <fd>`. The code under
+# test runs from the import on. Only when the import is over does the harness say so on file
+# descriptor <fd>; only then is the token sent, on stdin, so that code could not know it while
+# it was imported.
+HARNESS = """import asyncio, inspect, os, sys, unittest
 sys.path.insert(0, ".")
 module = __import__(sys.argv[1])
+os.write(int(sys.argv[3]), b"imported")
+os.close(int(sys.argv[3]))
 
 
 def run(owner, name):
@@ -520,7 +525,7 @@ main()
 """
 
 
-def test_names(source: str) -> tuple[list[str], list[str]]:
+def find_tests(source: str) -> tuple[list[str], list[str]]:
     """The tests a test file defines, in file order (read, not run), and the names it defines
     twice. Tests are top-level `test*` functions, and the `test*` methods of a class that
     subclasses a TestCase or is named `Test*` (as `Class.method`). A name defined twice is one
@@ -566,17 +571,19 @@ def run_test(calc: str, tests: str, module: str, name: str, timeout: float) -> s
     user site-packages) and an environment built from scratch (none of your variables, your
     API key included, reaches it), in its own process group, which is killed with whatever it
     started when the test ends or after `timeout` seconds. A result counts only when the
-    harness prints it with a random token that the code under test could not know while it was
-    imported, so printed text cannot pass for a result. This protects you from mistakes and
-    careless agents, not from a malicious one: the code still runs on your machine, as you.
+    harness prints it with a random token, which the process gets only after it imported the
+    code under test: printed text cannot pass for a result. This protects you from mistakes
+    and careless agents, not from a malicious one: the code still runs on your machine, as you.
     """
     token = secrets.token_hex(16)
+    deadline = time.monotonic() + timeout
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "calc.py").write_text(calc)
         Path(tmp, f"{module}.py").write_text(tests)
         env = {"PATH": os.defpath, "HOME": tmp, "LANG": "C.UTF-8"}  # nothing of yours
+        imported, says_imported = os.pipe()  # the harness writes to it once the import is over
         with open(Path(tmp, "output"), "w+") as out:  # a file: children cannot hold a pipe open
-            command = [sys.executable, "-I", "-c", HARNESS, module, name]
+            command = [sys.executable, "-I", "-c", HARNESS, module, name, str(says_imported)]
             run = subprocess.Popen(  # noqa: S603 (a fixed command; the harness is ours)
                 command,
                 cwd=tmp,
@@ -585,12 +592,19 @@ def run_test(calc: str, tests: str, module: str, name: str, timeout: float) -> s
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=(says_imported,),
             )
+            os.close(says_imported)
             problem = None
             try:
-                run.communicate(f"{token}\n".encode(), timeout=timeout)
+                # An import that ends the process (or hangs) never gets the token.
+                ready = select.select([imported], [], [], timeout)[0] and os.read(imported, 8)
+                sent = f"{token}\n".encode() if ready == b"imported" else None
+                run.communicate(sent, timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 problem = f"timed out after {timeout:g} s"
+            finally:
+                os.close(imported)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(run.pid, signal.SIGKILL)  # the whole group: whatever the code started
             run.wait()
@@ -604,7 +618,7 @@ def run_test(calc: str, tests: str, module: str, name: str, timeout: float) -> s
 
 def run_tests(calc: str, tests: str, timeout: float, module: str = "test_calc") -> dict[str, str]:
     """Every test of `tests` against `calc`, each alone (see `run_test`): name -> result."""
-    names, _ = test_names(tests)
+    names, _ = find_tests(tests)
     return {name: run_test(calc, tests, module, name, timeout) for name in names}
 
 
@@ -705,10 +719,11 @@ def shown(result: str | None) -> str:
 def results_table(columns: dict[str, dict[str, str]]) -> str:
     """Tests down, runs across (each a label and its results): PASS, FAIL or did not run."""
     names = list(next(iter(columns.values())))
-    rows = [["test", *columns]] + [[n, *(shown(r.get(n)) for r in columns.values())] for n in names]
+    rows = [["test", *columns]]
+    rows += [[plain(n), *(shown(r.get(n)) for r in columns.values())] for n in names]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    return plain("\n".join(line.rstrip() for line in lines))
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def not_run(names: list[str], results: dict[str, str]) -> str:
@@ -722,7 +737,7 @@ def not_run(names: list[str], results: dict[str, str]) -> str:
     return "; did not run: " + ", ".join(f"{', '.join(n)} ({why})" for why, n in reasons.items())
 
 
-def tests_line(label: str, results: dict[str, str]) -> str:
+def results_line(label: str, results: dict[str, str]) -> str:
     """`Original tests: 4 of 6 pass; failing: a, b; did not run: c (timed out after 60 s)`."""
     names = list(results)
     failing = [n for n in names if results[n] == "FAIL"]
@@ -739,7 +754,7 @@ def fix_report(
     tests on the agent's calc.py (`after`), its changed definitions, the changes the fix needs
     (`roots`), and the names of the other files the agent saved (`others`)."""
     changed = changed_definitions(original, fixed)
-    lines = [tests_line("Original tests", after)]
+    lines = [results_line("Original tests", after)]
     if changed is None:
         lines.append(parse_problem(fixed, "calc.py"))
     else:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import comm
 import pytest
+import watch_and_verify
 from anthropic._models import construct_type
 from anthropic.types.beta.sessions import BetaManagedAgentsStreamSessionEvents
-
-import watch_and_verify
 from watch_and_verify import PROSE, SessionView, clip, plain
 
 TS = "2026-11-20T09:30:00.000Z"
