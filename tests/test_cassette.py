@@ -1,13 +1,18 @@
-"""The cassette format (DESIGN.md §3): round-trip, readable errors, inert loading, canonical queries."""
+"""The cassette format (DESIGN.md §3): round-trip, readable errors, inert loading, canonical
+queries; and what every committed cassette must hold: a session created with a budget."""
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 
 import pytest
 
+from tests.replay import SCENARIO_DIR, SHIPPED_CASSETTE
 from tests.replay.cassette import Cassette, CassetteError, canonical_query, dumps_line, new_header
 from tests.replay_fixtures import (
+    SDK,
     SESSION_ID,
     TS,
     event,
@@ -81,12 +86,12 @@ def test_a_lone_surrogate_is_escaped_and_only_on_its_line(tmp_path):
 
 
 def test_header_fields():
-    header = new_header("recorded", TS, "anthropic 2.10.0", "one run")
+    header = new_header("recorded", TS, SDK, "one run")
     assert header == {
         "cassette": 1,
         "provenance": "recorded",
         "created": TS,
-        "sdk": "anthropic 2.10.0",
+        "sdk": SDK,
         "description": "one run",
     }
 
@@ -98,7 +103,7 @@ def _lines(*objects) -> list[str]:
     return [o if isinstance(o, str) else dumps_line(o) for o in objects]
 
 
-HEADER = new_header("scripted", TS, "anthropic 2.10.0", "errors")
+HEADER = new_header("scripted", TS, SDK, "errors")
 RETRIEVE = exchange("GET", f"/v1/sessions/{SESSION_ID}", {"json": {}})
 SEND = send_exchange("hi", "sevt_1")
 
@@ -241,3 +246,113 @@ def test_canonical_query(raw, expected):
 def test_canonical_query_keys_sorted_whatever_the_order():
     assert list(canonical_query("z=1&a=2&m=3&a=4")) == ["a", "m", "z"]
     assert canonical_query("z=1&a=2&m=3&a=4")["a"] == ["2", "4"]
+
+
+# -- every session is created with a budget, and its session.usage events echo it --------------------
+# https://platform.claude.com/docs/en/managed-agents/budgets: `budget` is set on sessions.create as
+# {"type": "limit", "max_list_cost": {"amount": "<whole US cents>", "currency": "USD"}}, the amount a
+# string with no leading zeros and above zero, USD the only currency; every session.usage event
+# carries "an echo of the session's `budget`". See tests/replay/CONFORMANCE.md, "Budgets".
+
+CENTS = re.compile(r"[1-9][0-9]*")
+SESSION_EVENTS = re.compile(r"/v1/sessions/([^/]+)/events(?:/stream)?")
+
+
+def _session_creates(cassette: Cassette) -> list[dict]:
+    """The cassette's sessions.create exchanges (POST /v1/sessions)."""
+    return [
+        ex
+        for ex in cassette.exchanges
+        if (ex["request"]["method"], ex["request"]["path"]) == ("POST", "/v1/sessions")
+    ]
+
+
+def _usage_events(cassette: Cassette) -> list[tuple[str | None, dict]]:
+    """Every session.usage event the cassette holds, on a stream or in an events.list page, with
+    the session whose path it came on."""
+    found = []
+    for ex in cassette.exchanges:
+        match = SESSION_EVENTS.fullmatch(ex["request"]["path"])
+        session = match[1] if match else None
+        response = ex["response"]
+        page = response.get("json")
+        listed = page.get("data") if isinstance(page, dict) else None
+        for data in [entry.get("data") for entry in response.get("sse", [])] + (listed or []):
+            if isinstance(data, dict) and data.get("type") == "session.usage":
+                found.append((session, data))
+    return found
+
+
+def _budget_shape_problem(budget) -> str | None:
+    """Why `budget` is not of the documented shape, or None."""
+    if not isinstance(budget, dict) or set(budget) != {"type", "max_list_cost"}:
+        return f"{budget!r} is not {{type, max_list_cost}}"
+    cap = budget["max_list_cost"]
+    if budget["type"] != "limit":
+        return f"type is {budget['type']!r}, not 'limit'"
+    if not isinstance(cap, dict) or set(cap) != {"amount", "currency"}:
+        return f"max_list_cost {cap!r} is not {{amount, currency}}"
+    if not (isinstance(cap["amount"], str) and CENTS.fullmatch(cap["amount"])):
+        return f"amount {cap['amount']!r} is not whole cents above zero, as a string"
+    if cap["currency"] != "USD":
+        return f"currency {cap['currency']!r} is not 'USD'"
+    return None
+
+
+def budget_problems(cassette: Cassette) -> list[str]:
+    """What is wrong with the budgets of a cassette that creates a session: each create request
+    carries a budget of the documented shape, its response echoes it, and every session.usage
+    event of that session echoes exactly that budget."""
+    problems, budgets = [], {}
+    for ex in _session_creates(cassette):
+        request = ex["request"].get("json") or {}
+        budget = request.get("budget")
+        if problem := _budget_shape_problem(budget):
+            problems.append(f"sessions.create request: {problem}")
+            continue
+        body = ex["response"].get("json") or {}
+        if body.get("budget") != budget:
+            problems.append(f"sessions.create response budget {body.get('budget')!r} != {budget!r}")
+        budgets[body.get("id")] = budget
+    for session, usage in _usage_events(cassette):
+        if session not in budgets:
+            problems.append(f"session.usage {usage.get('id')} of an unknown session {session}")
+        elif usage.get("budget") != budgets[session]:
+            problems.append(
+                f"session.usage {usage.get('id')} echoes {usage.get('budget')!r},"
+                f" not {budgets[session]!r}"
+            )
+    return problems
+
+
+# Collected at import: only cassettes that create a session (the HTTP-error scenarios stop before
+# sessions.create, so they would assert nothing).
+BUDGETED = {
+    ("shipped" if path == SHIPPED_CASSETTE else path.stem): path
+    for path in [SHIPPED_CASSETTE, *sorted(SCENARIO_DIR.glob("*.jsonl"))]
+    if _session_creates(Cassette.load(path))
+}
+
+
+@pytest.mark.parametrize("name", list(BUDGETED))
+def test_every_session_is_created_with_a_budget_that_its_usage_events_echo(name):
+    cassette = Cassette.load(BUDGETED[name])
+    assert _session_creates(cassette)
+    assert budget_problems(cassette) == [], BUDGETED[name]
+
+
+def test_the_budget_check_catches_a_missing_budget_and_a_wrong_echo():
+    shipped = Cassette.load(SHIPPED_CASSETTE)
+    assert budget_problems(shipped) == [] and _usage_events(shipped)  # it has something to check
+
+    unbudgeted = copy.deepcopy(shipped)
+    del _session_creates(unbudgeted)[0]["request"]["json"]["budget"]
+    assert any("sessions.create request" in p for p in budget_problems(unbudgeted))
+
+    in_dollars = copy.deepcopy(shipped)
+    _session_creates(in_dollars)[0]["request"]["json"]["budget"]["max_list_cost"]["amount"] = "1.00"
+    assert any("whole cents" in p for p in budget_problems(in_dollars))
+
+    wrong_echo = copy.deepcopy(shipped)
+    _usage_events(wrong_echo)[-1][1]["budget"] = None
+    assert any("echoes None" in p for p in budget_problems(wrong_echo))
