@@ -115,9 +115,13 @@ def no_dated_models(nb: dict) -> list[str]:
 
 
 def attribution(nb: dict, stem: str = site.NAME) -> list[str]:
-    """Every `agents.create(` passes metadata={"anthropic_cookbook": "claude-cookbooks/<slug>"}."""
-    expected = "claude-cookbooks/" + re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-")
+    """Every `agents.create(` passes metadata={"anthropic_cookbook": "claude-cookbooks/<slug>"},
+    the slug made from the file name (`site.slug`) and of the shape the repository counts."""
+    expected = f"claude-cookbooks/{site.slug(stem)}"
+    creates = any("agents.create" in text(c.get("source")) for _, c in code_cells(nb))
     problems = []
+    if creates and not site.SLUG_SHAPE.fullmatch(site.slug(stem)):
+        problems.append(f"the file name makes a bad slug: {site.slug(stem)!r}")
     for i, cell in code_cells(nb):
         source = text(cell.get("source"))
         if "agents.create" not in source:
@@ -208,7 +212,11 @@ def test_committed_notebook(rule):
 
 
 def test_site_copy(tmp_path):
-    notebook = next(p for p in site.build(tmp_path) if p.suffix == ".ipynb")
+    """The site's copy, under the repository's name for it (its attribution slug comes from it)."""
+    notebook = next(
+        p for p in site.build(tmp_path, env={"SITE_AUTHOR": "octocat"}) if p.suffix == ".ipynb"
+    )
+    assert notebook.relative_to(tmp_path).as_posix() == site.SITE_NOTEBOOK
     problems = notebook_problems(notebook)
     assert not problems, problems
 
@@ -343,3 +351,9 @@ def test_slug_comes_from_the_file_name(tmp_path):
     path = tmp_path / "Another Notebook.ipynb"
     path.write_text(json.dumps(good()))
     assert [p for p in notebook_problems(path) if "claude-cookbooks/another-notebook" in p]
+
+
+def test_a_file_name_that_makes_a_bad_slug_is_caught(tmp_path):
+    path = tmp_path / f"{'x' * 65}.ipynb"  # longer than the 64 characters a slug may have
+    path.write_text(json.dumps(good()))
+    assert [p for p in notebook_problems(path) if "bad slug" in p]
