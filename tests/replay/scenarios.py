@@ -266,6 +266,123 @@ VERIFICATION = [
         steps=rewrite((2, RERUN + 1, []), (7, 8, [LIE])),
     ),
 ]
+
+
+def _compose(*rewrites: Callable[[Steps], Steps]) -> Callable[[Steps], Steps]:
+    """The steps rewritten by each of `rewrites`, in order."""
+
+    def apply(steps: Steps) -> Steps:
+        for change in rewrites:
+            steps = change(steps)
+        return steps
+
+    return apply
+
+
+def _tests_file(tests: str, keep_main: bool = True) -> Callable[[Steps], Steps]:
+    """The second turn's step 0 writes `tests` in place of the base file's docstring, imports
+    and tests; with `keep_main`, the base file's own `main()` runner follows."""
+
+    def apply(steps: Steps) -> Steps:
+        steps = copy.deepcopy(steps)
+        content = steps[0]["tool"]["input"]["content"]
+        runner = content[content.index("\n\n\ndef main():") :] if keep_main else ""
+        steps[0]["tool"]["input"]["content"] = tests + runner
+        return steps
+
+    return apply
+
+
+def _say(index: int, say: str) -> Callable[[Steps], Steps]:
+    """Step `index` says `say` instead."""
+
+    def apply(steps: Steps) -> Steps:
+        steps = copy.deepcopy(steps)
+        steps[index]["say"] = say
+        return steps
+
+    return apply
+
+
+ONE_CAUSE_TESTS = '''"""Regression tests for the add() fix in calc.py. Run: python3 test_regressions.py"""
+
+import sys
+import traceback
+
+from calc import add
+
+
+def test_add_small_numbers():
+    # add() returned a - b
+    assert add(2, 3) == 5, f"got {add(2, 3)!r}"
+
+
+def test_add_negative_numbers():
+    assert add(-2, -3) == -5, f"got {add(-2, -3)!r}"
+
+
+def test_add_to_zero():
+    assert add(0, 4) == 4, f"got {add(0, 4)!r}"'''
+DUPLICATE_TESTS = '''"""Regression tests for the three root causes fixed in calc.py. Run: python3 test_regressions.py"""
+
+import sys
+import traceback
+
+from calc import add, divide, power
+
+
+def test_add():
+    # adding zero changes nothing
+    assert add(5, 0) == 5, f"got {add(5, 0)!r}"
+
+
+def test_divide():
+    # divide() used floor division
+    assert divide(7, 2) == 3.5, f"got {divide(7, 2)!r}"
+
+
+def test_power():
+    # power() multiplied one time too few
+    assert power(3, 2) == 9, f"got {power(3, 2)!r}"
+
+
+def test_add():
+    # add() returned a - b
+    assert add(2, 3) == 5, f"got {add(2, 3)!r}"'''
+TESTCASE_TESTS = '''"""Regression tests for the three root causes fixed in calc.py. Run: python3 test_regressions.py"""
+
+import unittest
+
+from calc import add, divide, power
+
+
+class TestRegressions(unittest.TestCase):
+    def test_add(self):
+        # add() returned a - b
+        self.assertEqual(add(2, 3), 5)
+
+    def test_divide(self):
+        # divide() used floor division
+        self.assertEqual(divide(7, 2), 3.5)
+
+    def test_power(self):
+        # power() multiplied one time too few
+        self.assertEqual(power(3, 2), 9)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
+'''
+HANGING_DIVIDE = '''def test_divide_is_true_division():
+    # divide() used floor division: the number whose half is 3.5 is 7
+    x = 0
+    while divide(x, 2) != 3.5:
+        x += 1
+    assert x == 7, f"got {x!r}"'''
+SAVE_TESTS = {  # the second turn's save, without running the tests first
+    "say": "Saving the file:",
+    "tool": _bash("mkdir -p /mnt/session/outputs && cp /mnt/user/test_regressions.py /mnt/session/outputs/ && ls /mnt/session/outputs"),
+}  # fmt: skip
 SECOND_TURN = [
     Scenario(
         "regression_blind",
@@ -278,6 +395,98 @@ SECOND_TURN = [
         "regression_unsaved",
         "the second turn ends without saving test_regressions.py",
         steps2=rewrite((3, 4, [])),
+    ),
+    Scenario(
+        "regression_one_cause",
+        "all three regression tests guard add(); none guards divide() or power()",
+        steps2=_compose(
+            _tests_file(ONE_CAUSE_TESTS),
+            _say(
+                0,
+                "`mean` is built on `add`, so I'll pin `add` down from three sides: positive numbers, negative numbers and zero.",
+            ),
+            _say(
+                4,
+                "I added /mnt/session/outputs/test_regressions.py with three regression tests for `add`, whose bug also broke `mean`:\n- `test_add_small_numbers`: `add(2, 3)` is 5.\n- `test_add_negative_numbers`: `add(-2, -3)` is -5.\n- `test_add_to_zero`: `add(0, 4)` is 4.\n\nAll three fail on the original calc.py and pass on the fixed one.",
+            ),
+        ),
+    ),
+    Scenario(
+        "regression_syntax",
+        "the agent's test_regressions.py does not parse (a def without its colon); it saves it without running it",
+        steps2=_compose(
+            lambda steps: _replace_in_content(
+                steps,
+                0,
+                "def test_power_multiplies_exponent_times():",
+                "def test_power_multiplies_exponent_times()",
+            ),
+            rewrite((1, 4, [SAVE_TESTS])),
+        ),
+    ),
+    Scenario(
+        "regression_duplicate",
+        "two regression tests are named test_add: the second shadows the first, which checks nothing the bug breaks",
+        steps2=_compose(
+            _tests_file(DUPLICATE_TESTS),
+            _say(
+                4,
+                "I added /mnt/session/outputs/test_regressions.py with regression tests for each root cause:\n- `test_add` guards the `add` fix: adding zero, and `add(2, 3)`.\n- `test_divide` guards the `divide` fix (floor division became true division).\n- `test_power` guards the `power` fix (the loop now runs `exponent` times).\n\nAll of them fail on the original calc.py and pass on the fixed one.",
+            ),
+        ),
+    ),
+    Scenario(
+        "regression_testcase",
+        "the regression tests are the three methods of a unittest.TestCase class",
+        steps2=_compose(
+            _tests_file(TESTCASE_TESTS, keep_main=False),
+            _say(
+                0,
+                "I'll add one regression test per root cause, as a `unittest.TestCase`: it runs without pytest too, and reports each test by name.",
+            ),
+            _say(
+                4,
+                "I added /mnt/session/outputs/test_regressions.py, a `unittest.TestCase` with one regression test per root cause:\n- `TestRegressions.test_add` guards the `add` fix (`a - b` became `a + b`).\n- `TestRegressions.test_divide` guards the `divide` fix (floor division became true division).\n- `TestRegressions.test_power` guards the `power` fix (the loop now runs `exponent` times).\n\nAll three fail on the original calc.py and pass on the fixed one.",
+            ),
+        ),
+    ),
+    Scenario(
+        "regression_hangs",
+        "a regression test loops forever on the original calc.py (floor division never reaches 3.5); the other two are good",
+        steps2=_compose(
+            lambda steps: _replace_in_content(
+                steps,
+                0,
+                'def test_divide_is_true_division():\n    # divide() used floor division\n    assert divide(7, 2) == 3.5, f"got {divide(7, 2)!r}"',
+                HANGING_DIVIDE,
+            ),
+            rewrite(
+                (
+                    2,
+                    4,
+                    [
+                        {
+                            "say": "And against the original calc.py, where each one must fail; with a time limit, in case a loop never ends there:",
+                            "tool": _bash(
+                                'mkdir -p /mnt/user/original && cp /mnt/session/uploads/calc.py /mnt/user/test_regressions.py /mnt/user/original/ && cd /mnt/user/original && timeout 1 python3 -u test_regressions.py; echo "exit status $?"'
+                            ),
+                        },
+                        {
+                            "say": "On the original, `test_add_adds_instead_of_subtracting` fails, and `test_divide_is_true_division` never finishes: floor division never gives 3.5, so its loop never ends. A test that never passes there still catches the bug. Saving the file:",
+                            "tool": _bash(
+                                "cp /mnt/user/test_regressions.py /mnt/session/outputs/ && ls /mnt/session/outputs"
+                            ),
+                        },
+                    ],
+                )
+            ),
+            lambda steps: _replace_say(
+                steps,
+                4,
+                "All three fail on the original calc.py and pass on the fixed one.",
+                "All three pass on the fixed calc.py; on the original, `test_divide_is_true_division` never finishes, which is as good as a failure.",
+            ),
+        ),
     ),
     Scenario(
         "turn2_budget",
