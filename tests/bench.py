@@ -4,7 +4,7 @@
 2. nbval on the notebook against the fake vs the floor (nbval on a notebook whose only cell
    imports anthropic and ipywidgets): the same pytest, plugin and kernel start-up, so the
    ratio is the cost of the cookbook itself.
-3. The live view (session_view.py) fed 1,000 and 10,000 synthetic events cut from the shipped
+3. The live view (watch_and_verify.SessionView) fed 1,000 and 10,000 synthetic events cut from the shipped
    cassette's streams: time per event should stay flat, so the 10k/1k ratio should be near 10.
 4. What a long turn sends to the browser: widget messages per event for 3,000 events arriving at
    the recorded pace (a simulated clock, so previews coalesce as they would live).
@@ -25,8 +25,8 @@ import comm
 import nbformat
 from anthropic._models import construct_type
 from anthropic.types.beta.sessions import BetaManagedAgentsStreamSessionEvents
+from watch_and_verify import SessionView
 
-from session_view import SessionView
 from tests.lab import KERNELSPEC
 from tests.notebook_runner import NOTEBOOK, nbval
 from tests.replay import ROOT, SHIPPED_CASSETTE

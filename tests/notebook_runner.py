@@ -51,8 +51,9 @@ class Reader:
     """A reader's kernel, stepping through the notebook as "Run All" does, as often as asked.
 
     `with Reader(env) as reader:` starts one kernel (the replay's variables plus `env`);
-    `reader.run(cassette)` replays a cassette on the same loopback port and runs every code
-    cell in order, from an empty namespace (`%reset -f`, as after a restart). At the first
+    `reader.run(cassette)` replays a cassette on the same loopback port (strictly, or as `make
+    lab` does with `interactive=True`) and runs every code cell in order, from an empty
+    namespace (`%reset -f`, as after a restart). At the first
     failing cell it stops, as "Run All" does, and runs the cleanup cells (those after the
     "Clean up" heading), as a reader would. It returns the executed notebook, the fake (its log and accounting)
     and the index of the failing cell, if any.
@@ -82,9 +83,10 @@ class Reader:
         cleanup_again: bool = False,
         restart_before_cleanup: bool = False,
         stop_after: str | None = None,
+        interactive: bool = False,
     ) -> tuple[nbformat.NotebookNode, ReplayServer, int | None]:
         nb = self.client.nb = nbformat.read(NOTEBOOK, as_version=4)
-        with ReplayServer(cassette, port=self.port, speed=speed) as fake:
+        with ReplayServer(cassette, port=self.port, speed=speed, interactive=interactive) as fake:
             self.fake = fake  # for a test that acts while the notebook runs
             try:
                 failed = self._play(nb, env, cleanup_again, restart_before_cleanup, stop_after)

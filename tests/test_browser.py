@@ -2,7 +2,9 @@
 session, as `make lab` serves it:
 
 3. Run › Run All Cells, then Kernel › Interrupt Kernel mid-turn: the streaming cell says you
-   stopped watching, with no traceback wall.
+   stopped watching, with no traceback wall; Run All goes on, and the cleanup cell interrupts
+   the session still running and archives the session, the environment and the agent, nothing
+   refused (`make lab`'s replay answers what does not depend on the story's order).
 4. Kernel › Restart Kernel and Run All Cells: the whole story replays (a new take); the live
    view appears and grows, each turn ends in a static transcript, the verification report and
    the cleanup lines appear, no cell shows an error.
@@ -180,7 +182,39 @@ def interrupt_mid_turn(nb: Notebook) -> str:
         )
     if STOPPED not in nb.text(cell):
         raise Failed(f"After Interrupt Kernel no sentence says {STOPPED!r}:\n{nb.describe(cell)}")
-    return note
+    return note + "; " + rest_of_the_run(nb)
+
+
+def rest_of_the_run(nb: Notebook) -> str:
+    """Run All goes on after the interrupted cell: the interactive replay answers what does not
+    depend on the story's order, so the cleanup interrupts the session that still runs and
+    archives it, the environment and the agent, and nothing is refused."""
+    cleanup = nb.code[-1]
+    start = time.monotonic()
+    deadline = start + 60
+    while nb.progress()[cleanup]["prompt"] in ("[*]:", "[ ]:", "") or any(
+        c["prompt"] == "[*]:" for c in nb.progress()
+    ):
+        if time.monotonic() > deadline:
+            raise Failed(
+                f"The cleanup had not run 60 s after the interrupt:\n{nb.describe(cleanup)}"
+            )
+        time.sleep(0.2)
+    shown = nb.text(cleanup)
+    archived = [line for line in shown.splitlines() if line.startswith("Archived the ")]
+    if [line.split()[2] for line in archived] != ["session", "environment", "agent"]:
+        raise Failed(
+            "After the interrupt, the cleanup should archive the session, the environment and "
+            f"the agent, one sentence each:\n{nb.describe(cleanup)}"
+        )
+    if "Sent user.interrupt to the session" not in shown:
+        raise Failed(f"The cleanup did not interrupt the running session:\n{nb.describe(cleanup)}")
+    if "The replay" in nb.all_text():
+        refused = next(i for i in nb.code if "The replay" in nb.text(i))
+        raise Failed(
+            f"A cell was refused by the replay after the interrupt:\n{nb.describe(refused)}"
+        )
+    return f"the cleanup ran {time.monotonic() - start:.1f} s later"
 
 
 def no_key_sentence(plain: Notebook) -> None:
