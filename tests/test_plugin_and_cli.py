@@ -20,7 +20,8 @@ import nbformat
 import pytest
 from jupyter_server.services.contents.filemanager import FileContentsManager
 
-from tests.lab import WIDGET_VIEW, pre_save_hook
+from tests.lab import HOOK, WIDGET_VIEW, pre_save_hook
+from tests.lab import main as lab_main
 from tests.notebook_runner import NOTEBOOK
 from tests.replay import ROOT, SHIPPED_CASSETTE, record_command
 from tests.replay.cassette import Cassette
@@ -260,6 +261,54 @@ def test_jupyter_runs_the_hook_configured_by_name(tmp_path):
     }
     manager.save(model, "saved.ipynb")
     assert nbformat.read(tmp_path / "saved.ipynb", as_version=4) == publishable_by_hand()
+
+
+# -- how `make lab` starts Jupyter -----------------------------------------------------------------
+
+LAB_ARGS = ["--no-browser", "iterate_failing_tests.ipynb"]
+
+
+@pytest.fixture
+def lab_calls(monkeypatch) -> list[tuple[str, list[str]]]:
+    """`tests.lab.main` with the replay CLI and `run_to_end` replaced by recorders of their
+    arguments: each call is kept as (which, argv), and nothing is started."""
+    import tests.replay.__main__ as replay_cli
+
+    calls: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(replay_cli, "main", lambda argv: calls.append(("replay", argv)) or 0)
+    monkeypatch.setattr(replay_cli, "run_to_end", lambda cmd: calls.append(("run", cmd)) or 0)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("REPLAY_SPEED", raising=False)
+    return calls
+
+
+def jupyter_lab(*args: str) -> list[str]:
+    return [sys.executable, "-m", "jupyterlab", HOOK, *args]
+
+
+def test_lab_replays_at_the_recorded_pace_by_default(lab_calls, monkeypatch):
+    """`python -m tests.lab ARGS` without ANTHROPIC_API_KEY and REPLAY_SPEED: Jupyter with ARGS
+    runs under the replay at speed 1, the recorded pace."""
+    monkeypatch.setattr(sys, "argv", ["tests/lab.py", *LAB_ARGS])
+    assert lab_main() == 0
+    assert lab_calls == [("replay", ["run", "--speed", "1", "--", *jupyter_lab(*LAB_ARGS)])]
+
+
+def test_lab_replays_at_replay_speed(lab_calls, monkeypatch):
+    """REPLAY_SPEED sets the replay's pace; an empty one counts as unset."""
+    monkeypatch.setenv("REPLAY_SPEED", "0")
+    lab_main(LAB_ARGS)
+    monkeypatch.setenv("REPLAY_SPEED", "")
+    lab_main(LAB_ARGS)
+    assert [argv[:3] for _, argv in lab_calls] == [["run", "--speed", "0"], ["run", "--speed", "1"]]
+
+
+def test_lab_with_a_key_runs_jupyter_without_the_replay(lab_calls, monkeypatch):
+    """With ANTHROPIC_API_KEY the lab is Jupyter alone, talking to the live API."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    monkeypatch.setenv("REPLAY_SPEED", "0")
+    assert lab_main(LAB_ARGS) == 0
+    assert lab_calls == [("run", jupyter_lab(*LAB_ARGS))]
 
 
 def _free_port() -> int:

@@ -11,11 +11,13 @@ import base64
 import hashlib
 import json
 import os
+import queue
 import re
 import subprocess
 import sys
 import threading
 import time
+from collections import defaultdict
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,6 +29,7 @@ import pytest
 
 from tests.replay import ROOT, record_command, recorder
 from tests.replay.cassette import Cassette, new_header
+from tests.replay.loopback import LoopbackHandler, LoopbackServer
 from tests.replay.recorder import (
     REDACTED,
     STORED_RESPONSE_HEADERS,
@@ -37,6 +40,7 @@ from tests.replay.recorder import (
 )
 from tests.replay.server import ReplayServer
 from tests.replay.sse import SSEParser, frame_entry
+from tests.replay_fixtures import SDK
 
 BEARER_SECRET = "sk-ant-test-SECRET123"
 HEADER_SECRET = "sk-ant-other-SECRET456"
@@ -184,9 +188,7 @@ def source_cassette() -> Cassette:
         ),
         exchange("POST", f"/v1/agents/{AGENT_ID}/archive", {"json": {**AGENT, "archived_at": T}}),
     ]
-    header = new_header(
-        "scripted", created=T, sdk="anthropic 2.10.0", description="recorder round trip"
-    )
+    header = new_header("scripted", created=T, sdk=SDK, description="recorder round trip")
     return Cassette(header, exchanges)
 
 
@@ -387,7 +389,7 @@ def test_sse_passes_through_unbuffered(tmp_path):
         ),
     ]
     cassette = Cassette(
-        new_header("scripted", T, "anthropic 2.10.0", "paced"),
+        new_header("scripted", T, SDK, "paced"),
         [exchange("GET", STREAM_PATH, {"sse": events})],
     )
     with (
@@ -450,7 +452,7 @@ def test_events_after_the_client_left_are_not_recorded():
         sse("span.model_request_start", 200, id=f"sevt_{i}", processed_at=T) for i in range(2, 5)
     ]
     cassette = Cassette(
-        new_header("scripted", T, "anthropic 2.10.0", "x"),
+        new_header("scripted", T, SDK, "x"),
         [exchange("GET", STREAM_PATH, {"sse": events})],
     )
     with (
@@ -462,6 +464,182 @@ def test_events_after_the_client_left_are_not_recorded():
         time.sleep(0.5)  # the next event arrives at the proxy after the client has gone
         recorded = proxy.cassette().exchanges[0]["response"]["sse"]
     assert [e["data"]["id"] for e in recorded] == ["sevt_1"]
+
+
+# -- when a turn's events happen: `delay_ms` and `after` ---------------------------------------
+#
+# The recorder times each event from the previous one, links a turn's first event to the send
+# it answers (`after`), and then counts that event's delay from the send's answer, because
+# replay starts the pause only then. These tests pace a fake upstream by hand, so each moment
+# (the send's arrival, its answer, the event) is known to the test.
+
+HOLD = 0.2  # how long the upstream keeps a send unanswered, in seconds
+GAP = 0.05  # how long the test waits between two moments it wants told apart
+OTHER_SESSION_ID = "sesn_011CZkZAtmR3yMPDzynEDxu8"
+
+
+class PacedHandler(LoopbackHandler):
+    """A session's stream writes each frame the test pushes (None ends it); a send is answered
+    as soon as it arrives, unless the test has closed `owner.answering`."""
+
+    owner: PacedUpstream
+
+    def do_GET(self):
+        session = urlsplit(self.path).path.split("/")[3]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.flush()
+        while (frame := self.owner.frames[session].get(timeout=10)) is not None:
+            self.write_chunk(frame)
+        self.write_chunk(b"")
+
+    def do_POST(self):
+        body = json.loads(self.read_body())
+        self.owner.arrived.put(urlsplit(self.path).path)
+        assert self.owner.answering.wait(timeout=5), "the test never let the send be answered"
+        data = json.dumps(
+            {"data": [{**e, "id": "sevt_echo", "processed_at": None} for e in body["events"]]}
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class PacedUpstream(LoopbackServer):
+    """`with PacedUpstream() as upstream:` a fake API whose streams and sends the test paces."""
+
+    handler = PacedHandler
+
+    def __init__(self):
+        super().__init__()
+        self.frames: defaultdict[str, queue.Queue] = defaultdict(queue.Queue)
+        self.arrived: queue.Queue = queue.Queue()  # the path of each send, as it arrives
+        self.answering = threading.Event()
+        self.answering.set()
+
+    def push(self, session: str, event_id: str) -> None:
+        """Send one event on the session's stream, now."""
+        data = {"type": "span.model_request_start", "id": event_id, "processed_at": T}
+        frame = f"event: {data['type']}\ndata: {json.dumps(data)}\n\n"
+        self.frames[session].put(frame.encode())
+
+    def stop(self) -> None:
+        for frames in list(self.frames.values()):
+            frames.put(None)
+        super().stop()
+
+
+def send_in_background(client: anthropic.Anthropic, session: str) -> threading.Thread:
+    """The SDK sends a user message from another thread, so the test can act while it waits."""
+    thread = threading.Thread(
+        target=client.beta.sessions.events.send,
+        args=(session,),
+        kwargs={"events": [user_message("Go")]},
+        daemon=True,
+    )
+    thread.start()
+    return thread
+
+
+def recorded_events(proxy: RecordingProxy, path: str) -> list[dict]:
+    """The SSE entries the proxy recorded on the (one) stream of `path`."""
+    [stream] = [ex for ex in proxy.cassette().exchanges if ex["request"]["path"] == path]
+    return stream["response"]["sse"]
+
+
+def test_the_first_event_after_a_send_is_timed_from_the_send_s_answer():
+    """The send arrives, is answered HOLD later, and the turn's first event comes GAP after the
+    answer: that event carries `after` and a delay of about GAP, counted from the answer (not
+    from the send's arrival, HOLD + GAP, nor from the stream's opening); the next event comes
+    GAP later and is timed from the first, without `after`."""
+    with PacedUpstream() as upstream, RecordingProxy(upstream=upstream.base_url) as proxy:
+        client = sdk(proxy.base_url)
+        with client.beta.sessions.events.stream(SESSION_ID) as stream:  # exchange 1
+            events = iter(stream)
+            upstream.answering.clear()
+            sending = send_in_background(client, SESSION_ID)  # exchange 2
+            assert upstream.arrived.get(timeout=5) == SEND_PATH
+            time.sleep(HOLD)
+            upstream.answering.set()
+            sending.join(timeout=5)
+            time.sleep(GAP)
+            upstream.push(SESSION_ID, "sevt_1")
+            assert next(events).id == "sevt_1"
+            time.sleep(GAP)
+            upstream.push(SESSION_ID, "sevt_2")
+            assert next(events).id == "sevt_2"
+            upstream.frames[SESSION_ID].put(None)
+        first, second = recorded_events(proxy, STREAM_PATH)
+
+    assert first["after"] == 2 and "after" not in second
+    ms = GAP * 1000
+    # at least GAP: the answer came before the test waited; well under HOLD + GAP (load allowed)
+    assert ms <= first["delay_ms"] < ms + HOLD * 1000, first
+    assert ms <= second["delay_ms"] < ms + HOLD * 1000, second
+
+
+def test_an_event_before_the_send_is_answered_is_linked_with_no_delay():
+    """The API may push a turn's first event before the send's answer is back: the event is
+    linked to the send all the same (counted from the send's arrival) and gets delay 0, as
+    replay pauses only from the answer, which had not come; the next event, after the answer,
+    is timed from the first."""
+    with PacedUpstream() as upstream, RecordingProxy(upstream=upstream.base_url) as proxy:
+        client = sdk(proxy.base_url)
+        with client.beta.sessions.events.stream(SESSION_ID) as stream:  # exchange 1
+            events = iter(stream)
+            time.sleep(GAP)
+            upstream.answering.clear()
+            sending = send_in_background(client, SESSION_ID)  # exchange 2
+            assert upstream.arrived.get(timeout=5) == SEND_PATH
+            time.sleep(GAP)
+            upstream.push(SESSION_ID, "sevt_1")
+            assert next(events).id == "sevt_1"  # recorded by now, the send still unanswered
+            upstream.answering.set()
+            sending.join(timeout=5)
+            time.sleep(GAP)
+            upstream.push(SESSION_ID, "sevt_2")
+            assert next(events).id == "sevt_2"
+            upstream.frames[SESSION_ID].put(None)
+        first, second = recorded_events(proxy, STREAM_PATH)
+
+    assert first["after"] == 2 and first["delay_ms"] == 0, first
+    assert "after" not in second and second["delay_ms"] >= GAP * 1000, second
+
+
+def test_an_event_is_linked_to_its_own_session_s_latest_send():
+    """Two sessions' streams are open at once; A gets two sends, then B one. An event on A's
+    stream is linked to A's latest send, not to B's although it came later; an event on B's
+    stream to B's send."""
+    other_stream = f"/v1/sessions/{OTHER_SESSION_ID}/events/stream"
+    with PacedUpstream() as upstream, RecordingProxy(upstream=upstream.base_url) as proxy:
+        client = sdk(proxy.base_url)
+        with (
+            client.beta.sessions.events.stream(SESSION_ID) as a,  # exchange 1
+            client.beta.sessions.events.stream(OTHER_SESSION_ID) as b,  # exchange 2
+        ):
+            client.beta.sessions.events.send(SESSION_ID, events=[user_message("Go")])  # 3
+            client.beta.sessions.events.send(SESSION_ID, events=[user_message("Again")])  # 4
+            client.beta.sessions.events.send(OTHER_SESSION_ID, events=[user_message("Go")])  # 5
+            upstream.push(SESSION_ID, "sevt_a")
+            assert next(iter(a)).id == "sevt_a"
+            upstream.push(OTHER_SESSION_ID, "sevt_b")
+            assert next(iter(b)).id == "sevt_b"
+            upstream.frames[SESSION_ID].put(None)
+            upstream.frames[OTHER_SESSION_ID].put(None)
+        exchanges = proxy.cassette().exchanges
+        [on_a], [on_b] = recorded_events(proxy, STREAM_PATH), recorded_events(proxy, other_stream)
+
+    assert [ex["request"]["path"] for ex in exchanges[2:]] == [
+        SEND_PATH,
+        SEND_PATH,
+        f"/v1/sessions/{OTHER_SESSION_ID}/events",
+    ]
+    assert on_a["after"] == 4, on_a
+    assert on_b["after"] == 5, on_b
 
 
 def test_record_command_runs_a_command_through_the_proxy(tmp_path):
@@ -691,7 +869,7 @@ def test_assert_secret_absent_finds_every_hidden_copy(tmp_path):
         {"json": {"note": f"see {blob}."}},
         {"text": base64.urlsafe_b64encode(b"x" + secret.encode()).decode()},
     ]
-    header = new_header("recorded", T, "anthropic 2.10.0", "x")
+    header = new_header("recorded", T, SDK, "x")
     for i, body in enumerate(hiding_places):
         path = tmp_path / f"{i}.jsonl"
         Cassette(header, [exchange("GET", "/v1/x", body)]).save(path)
@@ -912,7 +1090,7 @@ def wire_options(request: dict) -> dict:
 def record_scripted(out: Path, request: dict, response: dict, headers: dict | None = None) -> Path:
     """Send `request` by raw httpx2 through the proxy to a replay server that answers it with
     `response`; the proxy writes its cassette to `out`, which is returned."""
-    header = new_header("scripted", T, "anthropic 2.10.0", "named credentials")
+    header = new_header("scripted", T, SDK, "named credentials")
     source = Cassette(header, [{"request": request, "response": response}])
     with ReplayServer(source) as replay, RecordingProxy(upstream=replay.base_url) as proxy:
         url = proxy.base_url + request["path"]

@@ -20,6 +20,7 @@ from anthropic.types.beta import (
     BetaManagedAgentsAgent,
     BetaManagedAgentsSession,
 )
+from watch_and_verify import sentence_for
 
 from tests.replay import FIXTURES, ROOT, SHIPPED_CASSETTE, replay_env
 from tests.replay.cassette import Cassette, is_send
@@ -66,7 +67,6 @@ from tests.replay_fixtures import (
     upload_exchange,
     upload_part,
 )
-from watch_and_verify import sentence_for
 
 RETRIEVE = exchange("GET", f"/v1/sessions/{SESSION_ID}", {"json": session_body()})
 
@@ -433,11 +433,10 @@ def test_other_unmatched_requests():
 
 
 def test_unmatched_send_is_compared_with_the_unplayed_recording():
-    """Two sends recorded; the second one differs. The message must compare it with exchange 2, not the used 1.
-
-    Fails with tests/replay/server.py as of this writing: `closest()` is given every exchange and keeps the first
-    of equal scores, so the message compares against the already-played exchange 1.
-    """
+    """Two sends recorded; the second one differs. The message compares it with exchange 2, the
+    one not yet played, not with exchange 1: both score the same and `closest()` keeps the first
+    of equal scores, so the server looks among the unplayed exchanges first and falls back to
+    all of them only when none is left."""
     cassette = make_cassette([send_exchange("first", "sevt_1"), send_exchange("second", "sevt_2")])
     with ReplayServer(cassette) as fake, make_client(fake) as client:
         client.beta.sessions.events.send(SESSION_ID, events=user_message("first"))
