@@ -4,8 +4,12 @@ NB      := iterate_failing_tests.ipynb
 STAMP   := .venv/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
 CASSETTE := fixtures/recordings/iterate_failing_tests.jsonl
 LAB_ARGS ?=  # e.g. --allow-root, --no-browser, --port=8899
+# The oldest anthropic release the cookbook supports (the notebook says "tested with <this> to <the pin>").
+OLDEST_ANTHROPIC := 2.10.0
+OLDEST   := .venv-oldest
+OLDEST_STAMP := $(OLDEST)/.installed-$(OLDEST_ANTHROPIC)-$(shell sha256sum requirements.txt | cut -c1-12)
 
-.PHONY: run lab test record notebook cassettes lint bench site clean mutate
+.PHONY: run lab test test-oldest sdk-check record notebook cassettes lint bench site clean mutate
 
 $(STAMP): requirements.txt
 	python3 -m venv .venv
@@ -20,9 +24,30 @@ run: $(STAMP)
 lab: $(STAMP)
 	$(PY) -m tests.lab $(LAB_ARGS) $(NB)
 
-## test: unit tests, scenario runs and nbval on the notebook, all against the loopback fake
+## test: unit tests, scenario runs, nbval and the browser test, all against the loopback fake; then
+## tests/ran.py checks from the report that every scenario, nbval (and under CI=true the browser test) passed
 test: $(STAMP)
-	$(PY) -m pytest -n 2
+	$(PY) -m pytest -n 2 --junitxml=build/test-results.xml
+	$(PY) -m tests.ran build/test-results.xml
+
+## test-oldest: the scenario runs and nbval again, in .venv-oldest: requirements.txt with anthropic==$(OLDEST_ANTHROPIC)
+## (PYTEST_ARGS="-n 2" for two workers)
+test-oldest: $(OLDEST_STAMP)
+	$(OLDEST)/bin/python -m pytest $(PYTEST_ARGS) --junitxml=build/test-results-oldest.xml \
+	  tests/test_scenarios.py tests/test_notebook.py
+	$(OLDEST)/bin/python -m tests.ran --no-browser build/test-results-oldest.xml
+
+$(OLDEST_STAMP): requirements.txt
+	python3 -m venv $(OLDEST)
+	python3 tests/sdk_check.py requirements $(OLDEST_ANTHROPIC) > $(OLDEST)/requirements.txt
+	$(OLDEST)/bin/python -m pip install --quiet --disable-pip-version-check -r $(OLDEST)/requirements.txt
+	rm -f $(OLDEST)/.installed-* && touch $@
+
+## sdk-check: the test suite but the browser test against anthropic==VERSION, in a throwaway
+## environment (build/sdk-check-VERSION); lists what fails there (PYTEST_ARGS="-n 2" for two workers)
+sdk-check:
+	@test -n "$(VERSION)" || { echo "make sdk-check needs the SDK release to try, e.g. make sdk-check VERSION=2.16.0."; exit 1; }
+	python3 tests/sdk_check.py run $(VERSION) $(PYTEST_ARGS)
 
 ## record: run the notebook live through the recording proxy (needs ANTHROPIC_API_KEY), then refresh outputs
 record: $(STAMP)
@@ -48,16 +73,18 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m tests.bench
 
-## site: the contribution to anthropics/claude-cookbooks (managed_agents/ notebook, helper, data; registry and
-## authors entries; SITE_AUTHOR=<handle>) and the page as the site renders it, in build/site/
+## site: SITE_AUTHOR=<github-handle> make site: the pull request that replaces anthropics/claude-cookbooks'
+## managed_agents/CMA_iterate_fix_failing_tests.ipynb (notebook, helper, example_data/iterate/, registry and
+## authors entries, PULL_REQUEST.md) and the page as the site renders it, in build/site/ (emptied first)
 site: $(STAMP)
 	$(PY) -m tests.site
 
-## mutate: break the code with each curated mutation (tests/mutate.py) in a copy of the tree and run
-## the tests that must catch it; fails if one survives (slow, so not part of make test)
+## mutate: the curated breakages of the notebook's cells, the fake and the configuration (tests/mutate.py),
+## then mutmut over the helper and its score (tests/mutation_score.py; MUTANTS="pattern ..." for a part of it)
 mutate: $(STAMP)
 	$(PY) -m tests.mutate
+	$(PY) -m tests.mutation_score $(MUTANTS)
 
 clean:
-	rm -rf build .pytest_cache .ruff_cache
+	rm -rf build mutants .pytest_cache .ruff_cache
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +

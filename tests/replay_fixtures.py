@@ -1,7 +1,7 @@
 """Small, valid cassettes built in code, and checks any cassette's SSE events must pass.
 
-The bodies are the minimal ones of API_WIRE.md §3 (each passes strict validation in
-anthropic 2.10.0). `notebook_flow_cassette()` scripts the cookbook's whole flow;
+The bodies are the minimal ones of API_WIRE.md §3 (each passes strict validation in every
+supported anthropic release). `notebook_flow_cassette()` scripts the cookbook's whole flow;
 `check_cassette_events()` is meant for every cassette, the shipped one included.
 """
 
@@ -21,7 +21,7 @@ from tests.replay.cassette import Cassette, is_send, new_header
 
 TS = "2026-05-01T12:00:00Z"
 TS_ARCHIVED = "2026-05-01T12:05:00Z"
-SDK = "anthropic 2.10.0"
+SDK = f"anthropic {anthropic.__version__}"  # what a header made today says
 BETA = "managed-agents-2026-04-01"
 
 MODEL = "claude-sonnet-4-6"

@@ -18,6 +18,7 @@ import pytest
 from tests.replay.cassette import Cassette, new_header
 from tests.replay.recorder import RecordingProxy
 from tests.replay.server import ReplayServer
+from tests.replay_fixtures import SDK
 
 SESSION_ID = "sesn_011CZkZAtmR3yMPDzynEDxu7"
 T = "2026-05-01T12:00:00Z"
@@ -153,7 +154,7 @@ def stream_first_cassette() -> Cassette:
             "response": {"status": 200, "json": {"data": [{**send, "id": "sevt_0"}]}},
         },
     ]
-    return Cassette(new_header("scripted", T, "anthropic 2.10.0", "stream first"), exchanges)
+    return Cassette(new_header("scripted", T, SDK, "stream first"), exchanges)
 
 
 @pytest.mark.parametrize("buffered", ["replay server", "recording proxy"])

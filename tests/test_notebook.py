@@ -25,6 +25,7 @@ from tests.notebook_runner import (
 )
 from tests.replay import ROOT, SHIPPED_CASSETTE
 from tests.replay.cassette import Cassette, new_header
+from tests.replay_fixtures import SDK
 
 LOCAL_PATH = re.compile(r"(/tmp/|/home/|/root/|/work/|/Users/|/var/folders/|[A-Z]:\\\\)")
 SECRET = re.compile(r"sk-ant-[\w-]{6,}|replay-dummy-key|Bearer ", re.I)
@@ -85,8 +86,11 @@ def test_the_stored_report_reads_as_promised(stored):
         "Regression tests: 3",
         "Catch the original bugs: 3 of 3",
         "Pass on the fix: 3 of 3",
+        "Root causes caught: add (test_add_adds_instead_of_subtracting), divide"
+        " (test_divide_is_true_division), power (test_power_multiplies_exponent_times)",
     ):
         assert f"\n{line}\n" in text
+    assert "Root causes not caught" not in text
     request = next(
         ex["request"]
         for ex in Cassette.load(SHIPPED_CASSETTE).exchanges
@@ -169,9 +173,9 @@ def test_an_unplayed_exchange_alone_fails_the_nbval_run(tmp_path):
     exchanges = [
         {"request": {"method": "GET", "path": path}, "response": answer} for path in (asked, never)
     ]
-    Cassette(
-        new_header("scripted", "2026-11-20T09:30:00Z", "anthropic 2.10.0", "a test"), exchanges
-    ).save(tmp_path / "two.jsonl")
+    Cassette(new_header("scripted", "2026-11-20T09:30:00Z", SDK, "a test"), exchanges).save(
+        tmp_path / "two.jsonl"
+    )
     source = f"import os, urllib.request\nurllib.request.urlopen(os.environ['ANTHROPIC_BASE_URL'] + '{asked}').close()"
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source, execution_count=1)])
     nb.metadata.kernelspec = dict(KERNELSPEC)
@@ -248,3 +252,81 @@ def test_an_interrupt_while_a_turn_streams_is_one_note_and_a_transcript(reader):
         and "[You] The tests of a small" in text
     )
     assert text.startswith("Turn 1: make the tests pass · stopped ·")
+
+
+@pytest.mark.slow
+def test_after_an_interrupt_the_remaining_cells_run_and_cleanup_archives_everything(reader):
+    """As a person in `make lab` would: the cells in order, Kernel › Interrupt while the first
+    turn streams, then the remaining cells. The interactive replay answers what does not depend
+    on the story's order, so the cleanup interrupts the session that still runs and archives
+    it, the environment and the agent, each with its own sentence, and the sidebar lists the
+    events this take played; nothing is refused."""
+    done = threading.Event()
+
+    def interrupt_once_the_task_is_sent() -> None:
+        while not done.wait(0.05):
+            log = reader.fake.log if reader.fake else []
+            if any(e["method"] == "POST" and e["path"].endswith("/events") for e in log):
+                done.wait(0.5)
+                return reader.interrupt()
+
+    watcher = threading.Thread(target=interrupt_once_the_task_is_sent, daemon=True)
+    watcher.start()
+    try:
+        nb, fake, failed = reader.run(
+            SHIPPED_CASSETTE, speed=4, env={"COOKBOOK_SETTLE": "1"}, interactive=True
+        )
+    finally:
+        done.set()
+        watcher.join()
+    text, _, errors = outputs_of(nb)
+    assert failed is None and errors == [], errors
+    assert "You stopped watching before the turn ended." in text
+    assert "The replay" not in text, "no refusal: " + text[-2000:]
+    ids = {
+        kind: next(
+            ex["response"]["json"]["id"]
+            for ex in fake.cassette.exchanges
+            if (ex["request"]["method"], ex["request"]["path"]) == ("POST", f"/v1/{kind}s")
+        )
+        for kind in ("session", "environment", "agent")
+    }
+    cleanup = "".join(o.get("text", "") for o in nb.cells[-2].outputs)
+    assert cleanup.splitlines() == [
+        f"Sent user.interrupt to the session {ids['session']}; it is now idle.",
+        f"Archived the session {ids['session']}.",
+        f"Archived the environment {ids['environment']}.",
+        f"Archived the agent {ids['agent']}.",
+    ], cleanup
+    played = {e["id"] for e in fake.take.events.get(ids["session"], [])}
+    sidebar = next(c for c in nb.cells if "events.list(session.id)" in c.source)
+    first = "".join(o.get("text", "") for o in sidebar.outputs).splitlines()[0]
+    assert played and first == f"{len(played)} events in the session's history so far:"
+    assert "The agent saved no calc.py" in text and "Skipped: the first turn did not finish" in text
+
+
+@pytest.mark.slow
+def test_a_failed_archive_is_tried_again_when_the_cleanup_runs_again(reader, tmp_path):
+    """The cleanup remembers a resource as archived only once its archive succeeded: the agent's
+    archive fails the first time (a 500, retried by the SDK and failing again), and running the
+    cleanup cell again archives it, while the session and the environment are already archived."""
+    cassette = Cassette.load(SHIPPED_CASSETTE)
+    n, archive = next(
+        (n, ex)
+        for n, ex in enumerate(cassette.exchanges)
+        if ex["request"]["path"].startswith("/v1/agents/")
+        and ex["request"]["path"].endswith("/archive")
+    )
+    error = {"type": "error", "error": {"type": "api_error", "message": "Internal server error"}}
+    failed = {"request": archive["request"], "response": {"status": 500, "json": error}}
+    cassette.exchanges[n:n] = [failed] * 3  # the first try and the SDK's two retries
+    cassette.save(tmp_path / "archive_fails_once.jsonl")
+    nb, fake, stopped = reader.run(tmp_path / "archive_fails_once.jsonl", cleanup_again=True)
+    assert stopped is None and fake.unplayed() == [], fake.problems()
+    agent_id = archive["response"]["json"]["id"]
+    tries = [e["status"] for e in fake.log if e["path"] == f"/v1/agents/{agent_id}/archive"]
+    assert tries == [500, 500, 500, 200], "tried again by the second run of the cleanup cell"
+    again = "".join(o.get("text", "") for o in nb.cells[-2].outputs).splitlines()  # the second run
+    assert [line.split()[1] for line in again[:2]] == ["session", "environment"]
+    assert again[0].endswith("is already archived.") and again[1].endswith("is already archived.")
+    assert again[2:] == [f"Archived the agent {agent_id}."], again

@@ -57,7 +57,9 @@ def test_a_scenario_or_nbval_that_did_not_run_or_pass_fails_the_run(tmp_path, ca
         ran.NBVAL,
     ]
     assert ran.main([str(report)]) == 1
-    assert "3 missing or not passed" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert printed.startswith("make test did not run everything it promises")
+    assert all(f"  {test}\n" in printed for test in ran.missing(report, ci=False))
 
 
 def test_under_ci_the_browser_test_must_have_passed(tmp_path):
@@ -70,4 +72,27 @@ def test_under_ci_the_browser_test_must_have_passed(tmp_path):
 def test_no_report_is_a_failure(tmp_path):
     assert ran.missing(tmp_path / "none.xml", ci=False) == [
         f"no test report at {tmp_path / 'none.xml'}: the run did not write one"
+    ]
+
+
+def test_ci_runs_every_check_with_ci_true():
+    """.ci/run sets CI=true before `make test` (a missing Chromium then fails the run instead of
+    skipping the browser test), and runs the README's test command and every other check."""
+    lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    steps = [line for line in lines if line.startswith("make ")]
+    assert "export CI=true" in lines and lines.index("export CI=true") < lines.index("make test")
+    assert [step.split()[1] for step in steps] == ["test", "test-oldest", "lint", "mutate"]
+
+
+def test_make_test_checks_what_ran():
+    """`make test` (as make would run it) ends with tests/ran.py on the run's JUnit report."""
+    done = subprocess.run(
+        ["make", "-n", "test", "test-oldest"], cwd=ROOT, capture_output=True, text=True
+    )
+    commands = done.stdout.splitlines()
+    pytest_runs = [c for c in commands if " -m pytest " in c]
+    assert [("--junitxml=build/test-results" in c) for c in pytest_runs] == [True, True]
+    assert [c.split(" -m tests.ran ")[1] for c in commands if " -m tests.ran " in c] == [
+        "build/test-results.xml",
+        "--no-browser build/test-results-oldest.xml",
     ]
