@@ -140,7 +140,7 @@ def text_of(blocks) -> str:
 
 def tool_input(given: dict) -> str:
     """A tool call's input as shown: the command or the path; an edit as -/+ lines."""
-    shown = given.get("command") or given.get("file_path") or json.dumps(given, default=str)
+    shown = given.get("command") or given.get("file_path") or json.dumps(given)
     rows = [str(shown)]
     for sign, key in EDIT:
         rows += [f"{sign} {row}" for row in str(given.get(key, "")).splitlines()]
@@ -479,7 +479,7 @@ def newest_output(list_outputs, name: str, patience: float):
 
 def decoded(data: bytes) -> str:
     """A downloaded text file, with its line endings normalised (CRLF is not a change)."""
-    text = data.decode("utf-8", "replace")
+    text = data.decode(errors="replace")  # UTF-8
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -554,6 +554,15 @@ def find_tests(source: str) -> tuple[list[str], list[str]]:
     return names, list(dict.fromkeys(twice))
 
 
+def parses(source: str) -> bool:
+    """Whether `source` is Python that parses."""
+    try:
+        ast.parse(source)
+    except SyntaxError:
+        return False
+    return True
+
+
 def parse_problem(source: str, filename: str) -> str | None:
     """One sentence if `source` does not parse, else None."""
     try:
@@ -575,45 +584,45 @@ def run_test(calc: str, tests: str, module: str, name: str, timeout: float) -> s
     code under test: printed text cannot pass for a result. This protects you from mistakes
     and careless agents, not from a malicious one: the code still runs on your machine, as you.
     """
-    token = secrets.token_hex(16)
+    token = secrets.token_hex()
     deadline = time.monotonic() + timeout
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile("w+") as out:
+        # The output goes to a file, not a pipe: a child the code starts cannot hold it open.
         Path(tmp, "calc.py").write_text(calc)
         Path(tmp, f"{module}.py").write_text(tests)
         env = {"PATH": os.defpath, "HOME": tmp, "LANG": "C.UTF-8"}  # nothing of yours
         imported, says_imported = os.pipe()  # the harness writes to it once the import is over
-        with open(Path(tmp, "output"), "w+") as out:  # a file: children cannot hold a pipe open
-            command = [sys.executable, "-I", "-c", HARNESS, module, name, str(says_imported)]
-            run = subprocess.Popen(  # noqa: S603 (a fixed command; the harness is ours)
-                command,
-                cwd=tmp,
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                pass_fds=(says_imported,),
-            )
-            os.close(says_imported)
-            problem = None
-            try:
-                # An import that ends the process (or hangs) never gets the token.
-                ready = select.select([imported], [], [], timeout)[0] and os.read(imported, 8)
-                sent = f"{token}\n".encode() if ready == b"imported" else None
-                run.communicate(sent, timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                problem = f"timed out after {timeout:g} s"
-            finally:
-                os.close(imported)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(run.pid, signal.SIGKILL)  # the whole group: whatever the code started
-            run.wait()
-            out.seek(0)
-            for line in out:
-                words = line.split()
-                if len(words) == 3 and words[0] == token and words[2] == name:
-                    return words[1]
-    return problem or f"the test process ended early, exit status {run.returncode}"
+        command = [sys.executable, "-I", "-c", HARNESS, module, name, str(says_imported)]
+        run = subprocess.Popen(  # noqa: S603 (a fixed command; the harness is ours)
+            command,
+            cwd=tmp,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=(says_imported,),
+        )
+        os.close(says_imported)
+        try:
+            # An import that ends the process (or hangs) never gets the token.
+            ready = select.select([imported], [], [], timeout)[0] and os.read(imported, 8)
+            sent = f"{token}\n".encode() if ready == b"imported" else None
+            run.communicate(sent, timeout=max(0.0, deadline - time.monotonic()))
+            problem = f"the test process ended early, exit status {run.returncode}"
+        except subprocess.TimeoutExpired:
+            problem = f"timed out after {timeout:g} s"
+        finally:
+            os.close(imported)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)  # the whole group: whatever the code started
+        run.wait()
+        out.seek(0)
+        for line in out:
+            words = line.split()
+            if len(words) == 3 and words[0] == token and words[2] == name:
+                return words[1]
+    return problem
 
 
 def run_tests(calc: str, tests: str, timeout: float, module: str = "test_calc") -> dict[str, str]:
@@ -671,7 +680,7 @@ def changed_definitions(original: str, fixed: str) -> list[str] | None:
     """The names whose top-level definitions differ (a second `def` that shadows the first
     counts), in the order of `fixed`, then those only the original has; None if `fixed` does
     not parse."""
-    if parse_problem(fixed, "calc.py"):
+    if not parses(fixed):
         return None
     old, new = definitions(original), definitions(fixed)
     return [name for name in dict.fromkeys([*new, *old]) if old.get(name) != new.get(name)]
@@ -692,7 +701,7 @@ def with_original(fixed: str, original: str, name: str) -> str:
 def single_bug_versions(original: str, fixed: str, changed: list[str]) -> dict[str, str]:
     """For each changed definition that both files have: the agent's code with only that one
     put back as it was (so it holds that one bug, if the change fixed one)."""
-    if parse_problem(fixed, "calc.py"):
+    if not parses(fixed):
         return {}
     both = spans(original).keys() & spans(fixed).keys()
     return {name: with_original(fixed, original, name) for name in changed if name in both}
@@ -722,7 +731,7 @@ def results_table(columns: dict[str, dict[str, str]]) -> str:
     rows = [["test", *columns]]
     rows += [[plain(n), *(shown(r.get(n)) for r in columns.values())] for n in names]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines = ["  ".join(row[i].ljust(widths[i]) for i in range(len(row))) for row in rows]
     return "\n".join(line.rstrip() for line in lines)
 
 

@@ -1,7 +1,9 @@
-"""`make mutate`: break the code on purpose, one curated mutation at a time, and check the tests notice.
+"""`make mutate`'s first half: break the code on purpose, one curated mutation at a time, and check
+the tests notice.
 
-Each mutation is a small patch to the notebook, session_view.py, tests/replay or the pytest
-configuration, described in words, with the tests that must catch it. The working tree is
+Each mutation is a small patch to the notebook's cells, the fake (tests/replay), the pytest
+configuration or CI, described in words, with the tests that must catch it. (The helper module,
+watch_and_verify.py, is broken by a real mutation tool instead: tests/mutation_score.py.) The working tree is
 copied once per worker (two run side by side); each mutation is applied in a copy, its tests
 run there (`pytest -x`), and the file is put back. First the chosen tests run unmutated: a
 catch means nothing if the test fails anyway. Prints mutation | caught by | seconds and exits
@@ -32,21 +34,23 @@ NOT_COPIED = (".venv", "build", ".git", "__pycache__", "*.pyc", ".*_cache", ".ip
 WORKERS, RUN_LIMIT = 2, 300  # copies run side by side; seconds before a run counts as hung
 PYTEST = ("-m", "pytest", "-q", "-p", "no:cacheprovider", "-x")
 
-NB, VIEW, PYPROJECT = "iterate_failing_tests.ipynb", "session_view.py", "pyproject.toml"
+NB, PYPROJECT, CI_RUN = "iterate_failing_tests.ipynb", "pyproject.toml", ".ci/run"
 SERVER, LOOPBACK = "tests/replay/server.py", "tests/replay/loopback.py"
 RECORDER, PLUGIN = "tests/replay/recorder.py", "tests/replay/plugin.py"
-LIVE, RECORDING = "tests/test_live_view.py::", "tests/test_recorder.py::"
-REPLAY, NOTEBOOK = "tests/test_replay_server.py::", "tests/test_notebook.py::"
-STOP_REASON = 'return getattr(ev.stop_reason, "type", None) or "unknown"'
+MAIN = "tests/replay/__main__.py"
+RECORDING, REPLAY = "tests/test_recorder.py::", "tests/test_replay_server.py::"
+NOTEBOOK, SUITE = "tests/test_notebook.py::", "tests/test_suite.py::"
+STOP_REASON = 'ended = getattr(ev.stop_reason, "type", "unknown")'
+LOOP = (
+    "reconnecting(\n"
+    "            client, session.id, stream, sent.data[0].id, view, STREAM_TIMEOUT, TURN_TIMEOUT\n"
+    "        )"
+)
+ADDOPTS = 'addopts = "-p tests.replay.plugin --nbval --strict-markers"'
 
 
 def scenario(name: str) -> str:
     return f"tests/test_scenarios.py::test_scenario[{name}]"
-
-
-def misread(reason: str, wrong: str) -> str:
-    """turn_end()'s last line, reading one stop reason as another."""
-    return f'return {{"{reason}": "{wrong}"}}.get(r := getattr(ev.stop_reason, "type", None), r) or "unknown"'
 
 
 @dataclass(frozen=True)
@@ -66,14 +70,14 @@ MUTATIONS = [
       "secrets = sorted(self._secrets, key=len, reverse=True)", "secrets = []",
       RECORDING + "test_the_key_is_scrubbed_wherever_the_upstream_echoes_it"),
     M("recorder: JSON fields named like credentials kept", RECORDER,
-      "if str(key).lower() in CREDENTIAL_FIELDS and", "if str(key).lower() in () and",
+      "if is_credential_name(str(stored_key)):", "if False:",
       RECORDING + "test_json_fields_named_like_credentials_are_redacted"),
     M("recorder: request headers stored", RECORDER,
       '{"method": self.command, "path": unquote(url.path)}',
       '{"method": self.command, "path": unquote(url.path), "headers": dict(self.headers)}',
       RECORDING + "test_request_headers_are_not_stored"),
     M("recorder: every response header stored (no allowlist)", RECORDER,
-      "return {name: headers[name] for name in STORED_RESPONSE_HEADERS if name in headers}",
+      "return {name: headers[name] for name in kept if name in headers}",
       "return dict(headers)", RECORDING + "test_only_allowlisted_response_headers_are_stored"),
     # -- the replay server
     M("replay: SSE frames buffered, never flushed (writer buffered, write_chunk no flush)",
@@ -88,8 +92,8 @@ MUTATIONS = [
       'if n is None and 1 in same and key["method"] not in READS:', "if n is None and 1 in same and False:",
       REPLAY + "test_a_second_take_replays_the_whole_flow"),
     M("replay: causal order removed (reads may run ahead of an unsent write)", SERVER,
-      "return n not in self.take.played and self._unsent_before(n) is None",
-      "return n not in self.take.played", REPLAY + "test_a_get_recorded_after_an_unsent_write_is_refused"),
+      "and self._unsent_before(n) is None", "and True",
+      REPLAY + "test_a_get_recorded_after_an_unsent_write_is_refused"),
     M("replay: unmatched request answered 500, not 400", SERVER,
       'send_api_error(400, "invalid_request_error", refusal)', 'send_api_error(500, "api_error", refusal)',
       REPLAY + "test_unmatched_request_is_one_readable_400_never_retried"),
@@ -98,6 +102,13 @@ MUTATIONS = [
       REPLAY + "test_unmatched_request_is_one_readable_400_never_retried"),
     M("loopback servers bind 0.0.0.0", LOOPBACK, '(("127.0.0.1", port), handler)',
       '(("0.0.0.0", port), handler)', REPLAY + "test_listens_on_loopback_only"),
+    M("replay: order-free answers in strict mode too (make test would not be strict)", SERVER,
+      "        if not self.interactive:\n            return None\n        with self._lock:\n            answer",
+      "        with self._lock:\n            answer",
+      REPLAY + "test_strict_mode_refuses_the_same_requests"),
+    M("replay: make lab's replay strict (an interrupted reader's cleanup refused)", MAIN,
+      "speed=_speed(args), interactive=True)", "speed=_speed(args), interactive=False)",
+      REPLAY + "test_the_run_verb_is_interactive"),
     # -- the test run itself
     M("nbval lax (--nbval-lax)", PYPROJECT, "--nbval --strict", "--nbval-lax --strict",
       NOTEBOOK + "test_nbval_fails_when_the_recording_differs_or_is_not_all_played"),
@@ -109,107 +120,60 @@ MUTATIONS = [
       NOTEBOOK + "test_nbval_fails_when_the_recording_differs_or_is_not_all_played"),
     M("no pytest-timeout limit (a hang stalls CI)", PYPROJECT, "timeout = 120", "timeout = 0",
       "tests/test_hangs.py::test_this_run_has_a_timeout"),
-    # -- the notebook: setup and the clean, bounded test runner
+    M("config: a marker deselects the scenario runs and nbval", PYPROJECT, ADDOPTS,
+      'addopts = "-p tests.replay.plugin --nbval --strict-markers -m \'not slow\'"',
+      SUITE + "test_the_config_collects_every_scenario_nbval_and_the_browser_test"),
+    M("config: --ignore drops the scenario runs", PYPROJECT, ADDOPTS,
+      'addopts = "-p tests.replay.plugin --nbval --strict-markers --ignore=tests/test_scenarios.py"',
+      SUITE + "test_the_config_collects_every_scenario_nbval_and_the_browser_test"),
+    M("CI: .ci/run without CI=true (a missing Chromium would skip the browser test)", CI_RUN,
+      "export CI=true\n", "", SUITE + "test_ci_runs_every_check_with_ci_true"),
+    M("make test does not check what ran", "Makefile", "\t$(PY) -m tests.ran build/test-results.xml\n",
+      "", SUITE + "test_make_test_checks_what_ran"),
+    # -- the notebook: setup and the first turn
     M("notebook: no-key check removed", NB,
       "if not (client.api_key or client.auth_token or client.credentials):", "if False:",
       NOTEBOOK + "test_without_a_key_the_setup_cell_says_so_in_one_sentence"),
-    M("notebook: the agent's code gets the reader's environment", NB,
-      'env = {"PATH": os.defpath, "HOME": tmp, "LANG": "C.UTF-8"}', "env = dict(os.environ)",
-      scenario("reads_env")),
-    M("notebook: results trusted from printed text (no random token)", NB,
-      "if len(words) == 3 and words[0] == token and words[2] in names:\n"
-      "            results.setdefault(words[2], words[1])",
-      "if len(words) >= 2 and words[-1] in names:\n"
-      "            results.setdefault(words[-1], words[-2])", scenario("spoofing")),
-    M("notebook: only the test process killed, not its group", NB,
-      "os.killpg(run.pid, signal.SIGKILL)", "run.kill()", scenario("background_child")),
-    M("notebook: test run not bounded in time", NB,
-      'run.communicate(f"{token}\\n".encode(), timeout=RUN_TIMEOUT)',
-      'run.communicate(f"{token}\\n".encode())', scenario("infinite_loop")),
-    # -- the notebook: following a turn
+    M("notebook: the session's budget ignores COOKBOOK_BUDGET", NB,
+      '"amount": str(round(BUDGET_USD * 100))', '"amount": "100"', scenario("budget_reached")),
     M("notebook: session.status_terminated does not end the turn", NB,
-      '    if ev.type == "session.status_terminated":\n        return "terminated"\n', "",
-      scenario("terminated")),
-    M("notebook: end_turn read as refusal", NB, STOP_REASON, misread("end_turn", "refusal"),
-      scenario("error_retrying")),
-    M("notebook: requires_action read as refusal", NB, STOP_REASON,
-      misread("requires_action", "refusal"), scenario("requires_action")),
-    M("notebook: retries_exhausted read as budget_reached", NB, STOP_REASON,
-      misread("retries_exhausted", "budget_reached"), scenario("retries_exhausted")),
-    M("notebook: budget_reached read as refusal", NB, STOP_REASON,
-      misread("budget_reached", "refusal"), scenario("budget_reached")),
-    M("notebook: refusal read as retries_exhausted", NB, STOP_REASON,
-      misread("refusal", "retries_exhausted"), scenario("refusal")),
-    M("notebook: terminated read as end_turn", NB, 'return "terminated"', 'return "end_turn"',
-      scenario("terminated")),
-    M("notebook: reconnect does not reopen the stream", NB,
-      "current[0], ended = reconnect(sent_id, view, attempt)",
-      "_, ended = reconnect(sent_id, view, attempt)", scenario("dropped")),
-    M("notebook: turn deadline watchdog never started (endless heartbeats)", NB,
-      "    watchdog.start()\n", "", scenario("endless")),
+      '            if ev.type == "session.status_terminated":\n                ended = "terminated"\n                break\n',
+      "", scenario("terminated")),
+    M("notebook: every idle read as end_turn", NB, STOP_REASON, 'ended = "end_turn"',
+      f"{scenario('refusal')} {scenario('budget_reached')}"),
+    M("notebook: the stream read without the reconnecting iterator", NB, LOOP, "stream",
+      scenario("dropped")),
+    M("notebook: an interrupt of the kernel not caught (a traceback, not a note)", NB,
+      'except KeyboardInterrupt:  # Kernel › Interrupt\n    ended = "stopped"',
+      "except ZeroDivisionError:\n    pass",
+      NOTEBOOK + "test_an_interrupt_while_a_turn_streams_is_one_note_and_a_transcript"),
     # -- the notebook: verification
-    M("notebook: only the first definition of a name compared", NB,
-      'found.setdefault(node.name, []).append("\\n".join(lines[start - 1 : node.end_lineno]))',
-      'found.setdefault(node.name, ["\\n".join(lines[start - 1 : node.end_lineno])])',
-      scenario("shadowed_mean")),
-    M('notebook: "mean(): changed" never said', NB,
-      "report.append(f\"mean(): {'changed' if 'mean' in changed else 'unchanged'}\")",
-      'report.append("mean(): unchanged")', scenario("shadowed_mean")),
-    M("notebook: CRLF not normalised", NB, 'return text.replace("\\r\\n", "\\n").replace("\\r", "\\n")',
-      "return text", "tests/test_scenarios.py::test_a_crlf_copy_of_the_original_is_reported_as_the_original"),
     M("notebook: input copies not excluded from the outputs", NB,
       "[f for f in listed if f.id not in mounted and f.downloadable]",
-      "[f for f in listed if f.downloadable]",
-      scenario("input_copies")),
-    M("notebook: the output listing not retried", NB, "if found or waited >= patience:", "if True:",
-      scenario("late_output")),
+      "[f for f in listed if f.downloadable]", scenario("input_copies")),
+    M("notebook: the output listing not retried", NB,
+      'calc_file, outputs = newest_output(\n    saved_files, "calc.py", OUTPUT_WAIT if ended == "end_turn" else 0\n)',
+      'calc_file, outputs = newest_output(saved_files, "calc.py", 0)', scenario("late_output")),
+    M("notebook: every changed function taken for a root cause", NB,
+      "roots = root_causes(after, {n: run_tests(v, TESTS, RUN_TIMEOUT) for n, v in versions.items()})",
+      "roots = list(versions)", scenario("extra_change")),
+    M("notebook: the regression tests not run on the single-bug versions", NB,
+      '    calcs = {"original": ORIGINAL, "fix": fixed} | {n: versions[n] for n in roots}',
+      '    calcs = {"original": ORIGINAL, "fix": fixed} | {n: fixed for n in roots}',
+      scenario("regression_one_cause")),
     # -- the notebook: cleanup
     M("notebook: cleanup archives a running session without interrupting it", NB,
-      '    if kind == "session" and wait_for_stop(resource_id) in ("running", "rescheduling"):\n'
-      "        stop(resource_id)\n", "", scenario("endless")),
-    M("notebook: stop() sends no user.interrupt", NB,
-      'client.beta.sessions.events.send(session_id, events=[{"type": "user.interrupt"}])', "pass",
-      scenario("archive_refused")),
+      '            if kind == "session":\n                stop_if_running(client, resource.id, SETTLE)\n', "",
+      scenario("endless")),
+    M("notebook: a refused archive is not retried after an interrupt", NB,
+      "                stop_if_running(client, resource.id, SETTLE, force=True)\n                archive(resource.id)",
+      "                raise", scenario("archive_refused")),
     M("notebook: cleanup does not look for tagged leftovers after a restart", NB,
-      "created = created or tagged_leftovers()", "created = created or {}", scenario("restart")),
-    # -- session_view.py: escaping, clipping, bounds, the live view
-    M("view: terminal escapes kept (ESCAPES not applied)", VIEW, 're.sub(ESCAPES, "", text).encode(',
-      "text.encode(", LIVE + "test_unknown_types_are_shown_generically_and_no_tag_forms_anywhere"),
-    M("view: surrogate pairs split across deltas not joined", VIEW,
-      '.encode("utf-16", "surrogatepass").decode("utf-16", "ignore")', "",
-      LIVE + "test_a_character_split_inside_its_surrogate_pair_is_shown_whole_and_never_half"),
-    M("view: plain() lets tags form", VIEW, 'return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text)',
-      "return text", LIVE + "test_clip_and_plain"),
-    M("view: cards not HTML-escaped", VIEW, 'body = html.escape(text).replace("=", "&#61;")',
-      "body = text", LIVE + "test_unknown_types_are_shown_generically_and_no_tag_forms_anywhere"),
-    M('view: "=" left in cards (attributes can form)', VIEW, '.replace("=", "&#61;")', "",
-      LIVE + "test_unknown_types_are_shown_generically_and_no_tag_forms_anywhere"),
-    M("view: long lines not cut", VIEW, "cut = [(row[:chars], len(row) - chars) for row in",
-      "cut = [(row, 0) for row in", LIVE + "test_clip_and_plain"),
-    M("view: long output not cut to its first lines", VIEW, 'return "\\n".join(rows[:lines] + more)',
-      'return "\\n".join(rows)', LIVE + "test_clip_and_plain"),
-    M("view: tool results not clipped", VIEW, "self._entry(label + tag, clip(text_of(ev.content)))",
-      "self._entry(label + tag, text_of(ev.content))", scenario("hostile")),
-    M("view: messages not bounded (lines and characters)", VIEW,
-      "clip(text, *PROSE) if prose else text", "clip(text, 10**9, 10**9) if prose else text",
-      LIVE + "test_a_long_agent_message_is_cut_to_the_message_bound"),
-    M("view: printed transcript not bounded to ENTRIES", VIEW, "if len(entries) > ENTRIES:",
-      "if False:", LIVE + "test_the_live_view_keeps_a_bounded_number_of_cards_and_counts_the_rest"),
-    M("view: live cards not bounded to CARDS", VIEW, "sorted(self.cards)[:-CARDS]", "sorted(self.cards)[:0]",
-      LIVE + "test_the_live_view_keeps_a_bounded_number_of_cards_and_counts_the_rest"),
-    M("view: previews not coalesced (every delta sent to the browser)", VIEW,
-      "if not force and self.clock() - self.flushed < 0.1:", "if False:",
-      LIVE + "test_previews_are_sent_to_the_browser_at_most_ten_times_a_second"),
-    M("view: a failed request's preview stays in the transcript", VIEW,
-      "            self.entries[index] = None\n", "",
-      LIVE + "test_a_preview_whose_request_fails_is_never_printed_and_is_marked_in_the_live_view"),
-    M("view: events not deduplicated by id (a reconnect shows them twice)", VIEW,
-      'if (event_id := getattr(ev, "id", None)) in self.seen:',
-      'if (event_id := getattr(ev, "id", None)) in ():',
-      LIVE + "test_an_event_seen_twice_is_shown_once_and_an_orphan_delta_is_ignored "
-      + scenario("dropped")),
-    M("view: requires_action does not name the waiting tool", VIEW, 'if ended == "requires_action" and',
-      'if ended == "requires_actions" and', LIVE + "test_requires_action_names_the_waiting_tool"),
+      "(mine or find_leftovers(client, TAG))", "(mine or {})", scenario("restart")),
+    M("notebook: a resource remembered as archived before its archive succeeded", NB,
+      '        try:\n            if kind == "session":',
+      '        archived.add(resource.id)\n        try:\n            if kind == "session":',
+      NOTEBOOK + "test_a_failed_archive_is_tried_again_when_the_cleanup_runs_again"),
 ]  # fmt: skip
 
 

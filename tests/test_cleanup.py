@@ -58,8 +58,8 @@ def test_waiting_polls_until_the_session_stops_running():
 
 def test_waiting_is_bounded():
     with ReplayServer(make_cassette([retrieve("running")])) as fake, make_client(fake) as client:
-        assert wait_until_stopped(client, SESSION_ID, 0.6) == "running"
-        assert 2 <= len(fake.log) <= 3, "polled every half second for 0.6 s"
+        assert wait_until_stopped(client, SESSION_ID, 1.25) == "running"
+        assert 3 <= len(fake.log) <= 4, "polled every half second for 1.25 s"
 
 
 def test_an_idle_session_is_not_interrupted(capsys):
@@ -157,6 +157,7 @@ def test_sentences_for_api_errors_and_a_cell_run_too_early():
     assert sentence_for(RuntimeError("<b>" + "x" * 2000)) == "&lt;b>" + "x" * 997 + (
         "… [1,003 more characters]"
     )
+    assert sentence_for(RuntimeError("\n".join("abcdefg"))) == "a\nb\nc\nd\ne\n… [2 more lines]"
 
 
 def test_a_status_error_without_a_message_shows_its_body(request_and_response):

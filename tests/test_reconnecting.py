@@ -4,6 +4,8 @@ frame, a stall; the history read once per reconnect; the reconnect limit and the
 
 from __future__ import annotations
 
+import time
+
 import anthropic
 import pytest
 from anthropic._models import construct_type
@@ -275,3 +277,168 @@ def test_stream_problem_names_each_kind_of_break(request_):
     assert stream_problem(ValueError("not JSON"), 0, 180) == (
         "The stream sent an event that could not be read (ValueError)."
     )
+
+
+def endless() -> list[dict]:
+    """A minute of heartbeats: a stream that stays open and says nothing."""
+    return [{"delay_ms": 100, "comment": "heartbeat"} for _ in range(600)]
+
+
+def test_the_deadline_closes_a_stream_kept_open_by_heartbeats():
+    """The turn's deadline closes the stream: without it a minute of heartbeats would hold it."""
+    cassette = make_cassette(
+        [cut_stream([sse(TURN[0]), *endless()], after=2), send_exchange(TASK, SENT)]
+    )
+    view = SessionView()
+    started = time.monotonic()
+    with ReplayServer(cassette, speed=1) as fake:
+        assert follow(fake, view, stream_timeout=5, turn_timeout=0.5) is None
+    assert time.monotonic() - started < 10, "given up at the deadline, not after the heartbeats"
+    assert notes(view) == ["The turn did not end within 0.5 s (COOKBOOK_TURN_TIMEOUT)."]
+
+
+def test_the_deadline_closes_the_stream_of_a_reconnect_too():
+    cassette = make_cassette(
+        [
+            cut_stream([sse(TURN[0])], after=2),
+            send_exchange(TASK, SENT),
+            cut_stream([sse(TURN[1]), *endless()]),
+            history(PERSISTED[:1]),
+        ]
+    )
+    view = SessionView()
+    started = time.monotonic()
+    with ReplayServer(cassette, speed=1) as fake:
+        assert follow(fake, view, stream_timeout=5, turn_timeout=1.0) is None
+    assert time.monotonic() - started < 10
+    assert notes(view)[-1] == "The turn did not end within 1 s (COOKBOOK_TURN_TIMEOUT)."
+
+
+def test_a_reconnect_stream_is_bounded_by_the_stream_timeout_too():
+    silence = {"delay_ms": 60_000, "comment": "nothing for a minute"}
+    cassette = make_cassette(
+        [
+            cut_stream([sse(TURN[0]), silence], after=2),
+            send_exchange(TASK, SENT),
+            cut_stream([sse(TURN[1]), silence]),
+            history(PERSISTED[:1]),
+            cut_stream([sse(data) for data in TURN[2:]]),
+            history(PERSISTED[:2]),
+        ]
+    )
+    view = SessionView()
+    with ReplayServer(cassette, speed=1) as fake:
+        assert follow(fake, view, stream_timeout=0.3) == "end_turn"
+    stalls = [n for n in notes(view) if n.startswith("No event arrived")]
+    assert stalls == ["No event arrived for 0.3 s (COOKBOOK_STREAM_TIMEOUT)."] * 2
+
+
+def test_the_history_before_the_message_sent_is_not_this_turn():
+    """A view that never saw the earlier turn (a new kernel, say) still shows only this turn's
+    missed events: the history is read from the message this turn sent; without that message
+    in it, the whole history is this turn's."""
+    earlier = [data for data in turn_events("z", "an earlier turn", "first task") if "id" in data]
+    cassette = make_cassette(
+        [
+            cut_stream([sse(TURN[0])], after=2),
+            send_exchange(TASK, SENT),
+            cut_stream([sse(data) for data in TURN[1:]]),
+            history(earlier + PERSISTED[1:3]),
+        ]
+    )
+    view = SessionView()
+    with ReplayServer(cassette) as fake:
+        assert follow(fake, view) == "end_turn"
+    assert "an earlier turn" not in str(view.entries) and "first task" not in str(view.entries)
+    assert notes(view)[2] == "The session's history had 2 events the stream missed."
+    cassette.exchanges[-1] = history(PERSISTED[2:4])  # the sent message is not in it
+    view = SessionView()
+    with ReplayServer(cassette) as fake:
+        assert follow(fake, view) == "end_turn"
+    assert notes(view)[2] == "The session's history had 2 events the stream missed."
+
+
+class OlderSDKStream:
+    """A stream as SDKs before 2.17 break it: one event, then (after `silence` seconds) their
+    HTTP library's own error, which is no anthropic exception."""
+
+    def __init__(self, silence: float):
+        self.silence, self.closed = silence, False
+
+    def __iter__(self):
+        yield construct_type(type_=BetaManagedAgentsStreamSessionEvents, value=TURN[0])
+        time.sleep(self.silence)
+        raise HTTPLibraryTimeout("timed out")
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize(("silence", "note"), [
+    (0.3, "No event arrived for 0.3 s (COOKBOOK_STREAM_TIMEOUT)."),
+    (0.0, "The connection dropped mid-stream (HTTPLibraryTimeout)."),
+])  # fmt: skip
+def test_an_older_sdks_error_is_told_by_the_silence_before_it(silence, note):
+    cassette = make_cassette([cut_stream([sse(data) for data in TURN[1:]]), history(PERSISTED[:1])])
+    view = SessionView()
+    view.live("Turn 1")
+    with ReplayServer(cassette) as fake, make_client(fake) as client:
+        events = reconnecting(client, SESSION_ID, OlderSDKStream(silence), SENT, view, 0.3, 60)
+        assert [turn_end(ev) for ev in events][-1] == "end_turn"
+    assert notes(view)[0] == note
+
+
+def test_the_streams_of_reconnects_are_closed(monkeypatch):
+    opened = []
+    cassette = make_cassette(
+        [
+            cut_stream([sse(TURN[0])], after=2),
+            send_exchange(TASK, SENT),
+            cut_stream([sse(data) for data in TURN[1:]]),
+            history(PERSISTED[:1]),
+        ]
+    )
+    view = SessionView()
+    with ReplayServer(cassette) as fake:
+        with make_client(fake, max_retries=0) as client:
+            real = client.beta.sessions.events.stream
+
+            def stream(*args, **kwargs):
+                opened.append(real(*args, **kwargs))
+                return opened[-1]
+
+            monkeypatch.setattr(client.beta.sessions.events, "stream", stream)
+            view.live("Turn 1")
+            with client.beta.sessions.events.stream(
+                SESSION_ID, event_deltas=["agent.message"], timeout=30
+            ) as first:
+                sent = client.beta.sessions.events.send(SESSION_ID, events=[user_message(TASK)])
+                for ev in reconnecting(client, SESSION_ID, first, sent.data[0].id, view, 30, 60):
+                    view.add(ev)
+                    if turn_end(ev):
+                        break
+                assert len(opened) == 2 and opened[1].response.is_closed
+
+
+def test_run_turn_reconnects_with_its_own_arguments_and_says_when_it_saw_no_end(capsys):
+    earlier = [data for data in turn_events("z", "an earlier turn", "first task") if "id" in data]
+    silence = {"delay_ms": 60_000, "comment": "nothing for a minute"}
+    cassette = make_cassette(
+        [
+            cut_stream([sse(TURN[0]), silence], after=2),
+            send_exchange(TASK, SENT),
+            cut_stream([sse(TURN[1]), silence]),
+            history(earlier + PERSISTED[:2]),
+        ]
+    )
+    view = SessionView()
+    with ReplayServer(cassette, speed=1) as fake, make_client(fake) as client:
+        assert run_turn(client, SESSION_ID, TASK, view, "Turn 2", 0.3, 60) is None
+        assert fake.unplayed() == []
+    printed = capsys.readouterr().out
+    assert "Turn 2 · unknown ·" in printed
+    assert "We could not see the turn end; the agent may still be working." in printed
+    # The replay plays the last stream and history again to each further reconnect.
+    assert printed.count("No event arrived for 0.3 s (COOKBOOK_STREAM_TIMEOUT).") == 4
+    assert "The stream broke 4 times; we stopped following it." in printed
+    assert "an earlier turn" not in printed

@@ -4,6 +4,8 @@ verdicts on its exact text and numbers, every bound at and around its edge."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from watch_and_verify import (
     PROSE,
@@ -60,8 +62,8 @@ def test_clip_strips_escapes_and_whole_surrogate_pairs_survive():
 
 
 def test_plain_lets_no_tag_form():
-    assert plain("a < b, <b>x</b>, <!-- c -->, <?php, <3") == (
-        "a < b, &lt;b>x&lt;/b>, &lt;!-- c -->, &lt;?php, <3"
+    assert plain("a < b, <b>x</b>, <B>, <!-- c -->, <?php, <3") == (
+        "a < b, &lt;b>x&lt;/b>, &lt;B>, &lt;!-- c -->, &lt;?php, <3"
     )
 
 
@@ -74,6 +76,7 @@ def test_text_of_and_tool_input():
         "one\n[image]\ntwo"
     )
     assert text_of(None) == ""
+    assert text_of([SimpleNamespace(type="document")]) == "[document]"  # no text at all
     assert tool_input({"command": "ls -l"}) == "ls -l"
     assert tool_input({"file_path": "/mnt/user/calc.py"}) == "/mnt/user/calc.py"
     edit = {"file_path": "c.py", "old_string": "a\nb", "new_string": "c"}

@@ -166,6 +166,10 @@ def test_testcase_methods_async_tests_and_test_classes_are_run():
             def test_plain(self):
                 assert add(1, 1) == 2
 
+        class Regressions(unittest.TestCase):  # a TestCase, whatever its name
+            def test_power(self):
+                self.assertEqual(add(1, 1), 2)
+
         async def test_async():
             assert add(1, 2) == 4
         """
@@ -176,6 +180,7 @@ def test_testcase_methods_async_tests_and_test_classes_are_run():
             "TestRegressions.test_divide",
             "TestRegressions.test_skipped",
             "TestPlain.test_plain",
+            "Regressions.test_power",
             "test_async",
         ],
         [],
@@ -185,6 +190,7 @@ def test_testcase_methods_async_tests_and_test_classes_are_run():
         "TestRegressions.test_divide": "FAIL",
         "TestRegressions.test_skipped": "FAIL",  # a skipped test did not pass
         "TestPlain.test_plain": "FAIL",
+        "Regressions.test_power": "FAIL",
         "test_async": "FAIL",  # awaited: a coroutine is not a pass
     }
     assert run_tests(FIXED, tests, 10, module="test_regressions") == {
@@ -192,6 +198,7 @@ def test_testcase_methods_async_tests_and_test_classes_are_run():
         "TestRegressions.test_divide": "PASS",
         "TestRegressions.test_skipped": "FAIL",
         "TestPlain.test_plain": "PASS",
+        "Regressions.test_power": "PASS",
         "test_async": "FAIL",
     }
 
@@ -245,8 +252,10 @@ def test_a_file_without_tests_and_a_file_that_does_not_parse():
         find_tests(broken)
 
 
-def test_a_test_module_that_fails_to_import_gives_no_result():
+def test_a_test_module_that_fails_to_import_gives_no_result_and_no_output_of_ours(capfd):
     tests = "from calc import nothing_like_this\n\ndef test_a():\n    pass\n"
     assert run_test(FIXED, tests, "test_calc", "test_a", 10) == (
         "the test process ended early, exit status 1"
     )
+    shown = capfd.readouterr()
+    assert (shown.out, shown.err) == ("", ""), "the test process's traceback stays in its output"
