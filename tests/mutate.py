@@ -30,7 +30,17 @@ import nbformat
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = REPO / ".venv" / "bin" / "python"
-NOT_COPIED = (".venv", "build", ".git", "__pycache__", "*.pyc", ".*_cache", ".ipynb_checkpoints")
+NOT_COPIED = (
+    ".venv",
+    ".venv-oldest",
+    "mutants",
+    "build",
+    ".git",
+    "__pycache__",
+    "*.pyc",
+    ".*_cache",
+    ".ipynb_checkpoints",
+)
 WORKERS, RUN_LIMIT = 2, 300  # copies run side by side; seconds before a run counts as hung
 PYTEST = ("-m", "pytest", "-q", "-p", "no:cacheprovider", "-x")
 

@@ -4,8 +4,6 @@ versions that tell a root cause from an extra change."""
 
 from __future__ import annotations
 
-import textwrap
-
 from watch_and_verify import (
     changed_definitions,
     decoded,
@@ -17,15 +15,7 @@ from watch_and_verify import (
     with_original,
 )
 
-from tests.replay import FIXTURES
-
-ORIGINAL = (FIXTURES / "calc.py").read_text()
-FIXED = ORIGINAL.replace("a - b\n\n\ndef subtract", "a + b\n\n\ndef subtract", 1)
-FIXED = FIXED.replace("a // b", "a / b").replace("range(exponent - 1)", "range(exponent)")
-
-
-def source(text: str) -> str:
-    return textwrap.dedent(text).lstrip()
+from tests.calc_versions import FIXED, ORIGINAL, source
 
 
 def test_definitions_keep_every_definition_of_a_name_with_its_decorators():

@@ -23,12 +23,8 @@ from watch_and_verify import (
     tool_input,
 )
 
-from tests.replay import FIXTURES
+from tests.calc_versions import FIXED, NAMES, ORIGINAL
 
-ORIGINAL = (FIXTURES / "calc.py").read_text()
-FIXED = ORIGINAL.replace("a - b\n\n\ndef subtract", "a + b\n\n\ndef subtract", 1)
-FIXED = FIXED.replace("a // b", "a / b").replace("range(exponent - 1)", "range(exponent)")
-NAMES = ["test_add", "test_subtract", "test_multiply", "test_divide", "test_power", "test_mean"]
 ALL_PASS = dict.fromkeys(NAMES, "PASS")
 ROOTS = ["add", "divide", "power"]
 TIMED_OUT = "timed out after 2 s"

@@ -6,23 +6,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import textwrap
 import time
 
 import pytest
 from watch_and_verify import find_tests, parse_problem, run_test, run_tests
 
-from tests.replay import FIXTURES
-
-ORIGINAL = (FIXTURES / "calc.py").read_text()
-TESTS = (FIXTURES / "test_calc.py").read_text()
-FIXED = ORIGINAL.replace("a - b\n\n\ndef subtract", "a + b\n\n\ndef subtract", 1)
-FIXED = FIXED.replace("a // b", "a / b").replace("range(exponent - 1)", "range(exponent)")
-NAMES = ["test_add", "test_subtract", "test_multiply", "test_divide", "test_power", "test_mean"]
-
-
-def source(text: str) -> str:
-    return textwrap.dedent(text).lstrip()
+from tests.calc_versions import FIXED, NAMES, ORIGINAL, TESTS, source
 
 
 def test_the_original_fails_where_the_bugs_are_and_the_fix_passes():
