@@ -144,3 +144,9 @@ def test_root_causes_are_the_changes_whose_revert_fails_a_passing_test():
     assert root_causes(after, {}) == []
     assert root_causes({"test_a": "FAIL"}, {"add": {"test_a": "FAIL"}}) == []
     assert root_causes({"test_a": "PASS"}, {"add": {}}) == ["add"]  # no result: not a pass
+
+
+def test_a_name_the_original_defines_twice_is_put_back_whole():
+    original = "def f():\n    return 1\n\n\ndef f():\n    return 2\n"
+    fixed = "def f():\n    return 3\n"
+    assert with_original(fixed, original, "f") == original

@@ -448,3 +448,129 @@ def test_long_prose_wraps_under_its_label(view, capsys):
     assert rows[1].startswith(" " * 8 + "word") and " ".join(r.strip() for r in rows if r).endswith(
         "word29"
     )
+
+
+def test_what_the_page_shows_before_and_while_a_turn_runs(view, clock, messages):
+    """The status widget is on the page from the start; it says `waiting` until the turn runs;
+    cards share one layout and style (one widget each, not three)."""
+    assert view.box.children == (view.status,)
+    view.add(event(type="user.message", id="sevt_u", content=[{"type": "text", "text": "go"}]))
+    assert view.status.value.startswith("<b>waiting · 0 model requests")
+    messages.clear()
+    for n in range(5):
+        view.add(event(type="agent.tool_use", id=f"sevt_{n}", name="bash", input={"command": "ls"}))
+    assert messages.count("comm_open") == 5, "one widget per card"
+    idle = {"type": "session.status_idle", "id": "sevt_i"}
+    view.add(event(**idle))
+    assert view.state == "idle (?)", "an idle event without its stop reason"
+
+
+def test_a_command_line_is_shown_up_to_the_message_bound(view, capsys):
+    line = "x" * 900
+    view.add(event(type="agent.tool_use", id="sevt_t", name="bash", input={"command": line}))
+    assert f"[bash] {line}\n" in printed(view, capsys)
+
+
+def test_notes_are_sent_at_once_and_wrap_like_prose(view, clock, capsys):
+    view.add(start("sevt_m"))
+    view.add(delta("sevt_m", "one"))  # a preview was just sent: the next one would wait
+    long = "A stream broke: " + "and then it broke again " * 6
+    view.note(long)
+    assert any("A stream broke" in card for card in cards(view)), "a note is never held back"
+    rows = printed(view, capsys, "stopped").split("\n")
+    first = rows.index(next(r for r in rows if r.startswith("[note] A stream broke")))
+    assert rows[first] == "[note] " + (long[:100].rsplit(" ", 1)[0])
+    assert rows[first + 1].startswith(" " * 7 + "broke again")
+
+
+def test_exactly_the_bound_of_entries_is_printed_whole(view, capsys):
+    for n in range(watch_and_verify.ENTRIES):
+        view.add(
+            event(
+                type="agent.tool_use", id=f"sevt_{n}", name="bash", input={"command": f"echo {n}"}
+            )
+        )
+    text = printed(view, capsys)
+    assert (
+        "entries not printed" not in text and text.count("[bash] echo") == watch_and_verify.ENTRIES
+    )
+
+
+def test_prose_wraps_at_the_width_under_its_label(view, capsys):
+    words = " ".join(f"word{n:02d}" for n in range(30))
+    view.add(message("sevt_m", words))
+    rows = printed(view, capsys).split("\n")[3:-1]
+    assert rows == [
+        "[Agent] " + " ".join(f"word{n:02d}" for n in range(14)),
+        " " * 8 + " ".join(f"word{n:02d}" for n in range(14, 28)),
+        " " * 8 + "word28 word29",
+    ]
+
+
+def test_the_status_line_keeps_its_counts_when_cards_are_hidden(view):
+    for n in range(watch_and_verify.CARDS + 5):
+        view.add(event(type="agent.tool_use", id=f"sevt_{n}", name="bash", input={"command": "ls"}))
+    assert view.status_line() == (
+        f"waiting · 0 model requests · {watch_and_verify.CARDS + 5} tool calls · 0 input tokens"
+        " (0 cache reads, 0 cache writes) · 0 output tokens · 5 earlier entries hidden"
+    )
+
+
+def test_a_second_turn_hides_its_own_earlier_cards(view, capsys):
+    view.add(message("sevt_a", "turn one"))
+    printed(view, capsys)
+    view.live("Turn 2")
+    for n in range(watch_and_verify.CARDS + 3):
+        view.add(event(type="agent.tool_use", id=f"sevt_{n}", name="bash", input={"command": "ls"}))
+    assert view.hidden == 3 and len(cards(view)) == watch_and_verify.CARDS
+
+
+def test_two_waiting_tools_and_a_long_explanation(view, capsys):
+    for tool_id, name in (("sevt_a", "edit"), ("sevt_b", "bash")):
+        view.add(event(type="agent.tool_use", id=tool_id, name=name, input={}))
+    reason = {"type": "requires_action", "event_ids": ["sevt_a", "sevt_b"]}
+    view.add(event(type="session.status_idle", id="sevt_i", stop_reason=reason))
+    assert printed(view, capsys, "requires_action").split("\n")[1] == (
+        "The turn stopped (requires_action): edit (sevt_a), bash (sevt_b) waits for your"
+        " confirmation."
+    )
+    view.live("Turn 2")
+    details = {"type": "refusal", "explanation": "1\n2\n3\n4\n5"}
+    idle = {"type": "session.status_idle", "id": "sevt_j", "stop_reason": {"type": "refusal"}}
+    view.add(event(**idle, stop_details=details))
+    assert printed(view, capsys, "refusal").split("\n")[1:5] == [
+        "The turn stopped early (refusal). 1",
+        "2",
+        "3",
+        "… [2 more lines]",
+    ]
+
+
+def test_previews_say_whether_they_were_new_and_carry_the_agents_label(view, clock):
+    assert view.add(start("sevt_m")) is True
+    clock.now += 1
+    assert view.add(delta("sevt_m", "a=b")) is True
+    assert (
+        cards(view)[0] == '<b>Agent</b><pre style="white-space:pre-wrap;margin:2px 0">a&#61;b</pre>'
+    )
+    view.add(message("sevt_m", "done"))
+    assert view.add(delta("sevt_m", "late")) is False, "its message is already shown"
+
+
+def test_a_card_never_sent_says_so_in_the_agents_name(view):
+    view.add(start("sevt_m"))
+    view.add(delta("sevt_m", "half"))
+    view.add(span_end("sevt_s", is_error=True))
+    assert cards(view)[0] == (
+        '<b>Agent</b><pre style="white-space:pre-wrap;margin:2px 0">'
+        f"{watch_and_verify.NOT_SENT}</pre>"
+    )
+
+
+def test_a_preview_is_sent_again_after_a_tenth_of_a_second(view, clock, messages):
+    view.add(start("sevt_m"))
+    view.add(delta("sevt_m", "one "))
+    messages.clear()
+    clock.now += 0.1
+    view.add(delta("sevt_m", "two"))
+    assert messages and "one two" in cards(view)[0]

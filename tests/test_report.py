@@ -257,6 +257,14 @@ def test_three_tests_on_one_root_cause_leave_two_uncaught():
     ]
 
 
+def test_blind_and_failing_tests_are_listed_by_name():
+    two = runs(["PASS", "PASS", "FAIL"], ["FAIL", "FAIL", "PASS"], add=["FAIL"] * 3)
+    assert regression_report(two, [], ["add"])[1:3] == [
+        f"Catch the original bugs: 1 of 3; not: {T1}, {T2}",
+        f"Pass on the fix: 1 of 3; failing: {T1}, {T2}",
+    ]
+
+
 def test_a_blind_test_and_an_uncaught_root_cause():
     blind = runs(
         ["FAIL", "PASS", "FAIL"],
