@@ -140,6 +140,15 @@ MUTATIONS = [
       "export CI=true\n", "", SUITE + "test_ci_runs_every_check_with_ci_true"),
     M("make test does not check what ran", "Makefile", "\t$(PY) -m tests.ran build/test-results.xml\n",
       "", SUITE + "test_make_test_checks_what_ran"),
+    # -- the helper's runner, as a whole (mutmut breaks it one expression at a time)
+    M("helper: one test that runs out of time stops the tests after it (no per-test isolation)",
+      "watch_and_verify.py",
+      "    return {name: run_test(calc, tests, module, name, timeout) for name in names}",
+      "    results = {}\n    for name in names:\n"
+      "        results[name] = run_test(calc, tests, module, name, timeout)\n"
+      "        if results[name].startswith('timed out'):\n"
+      "            return {n: results.get(n, results[name]) for n in names}\n    return results",
+      f"{scenario('infinite_loop')} {scenario('regression_hangs')}"),
     # -- the notebook: setup and the first turn
     M("notebook: no-key check removed", NB,
       "if not (client.api_key or client.auth_token or client.credentials):", "if False:",

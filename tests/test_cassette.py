@@ -85,15 +85,19 @@ def test_a_lone_surrogate_is_escaped_and_only_on_its_line(tmp_path):
     assert Cassette.load(path) == cassette
 
 
-def test_header_fields():
-    header = new_header("recorded", TS, SDK, "one run")
-    assert header == {
-        "cassette": 1,
-        "provenance": "recorded",
-        "created": TS,
-        "sdk": SDK,
-        "description": "one run",
-    }
+def test_the_header_is_the_first_line_with_the_formats_five_fields(tmp_path):
+    """DESIGN.md §3: line 1 of a cassette is its header, keys sorted: the format's version,
+    provenance, when it was made, the SDK that made it and a description; the shipped one's too."""
+    Cassette(new_header("recorded", TS, SDK, "one run"), []).save(tmp_path / "one.jsonl")
+    first = (tmp_path / "one.jsonl").read_text(encoding="utf-8").splitlines()[0]
+    fields = {"cassette": 1, "provenance": "recorded", "created": TS, "sdk": SDK}
+    assert json.loads(first) == fields | {"description": "one run"}
+    assert list(json.loads(first)) == sorted(fields | {"description": ""})
+    shipped = Cassette.load(SHIPPED_CASSETTE).header
+    assert sorted(shipped) == sorted(fields | {"description": ""})
+    assert shipped["cassette"] == 1 and shipped["provenance"] in ("scripted", "recorded")
+    assert re.fullmatch(r"anthropic \d+\.\d+\.\d+", shipped["sdk"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", shipped["created"])
 
 
 # -- errors name the file and the line ------------------------------------------------------------------

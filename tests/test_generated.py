@@ -72,16 +72,40 @@ UNKNOWN_TYPES = {"hostile", "previews"}  # send event types the SDK does not kno
 NEVER_ENDS = {"endless"}
 
 
-@pytest.mark.parametrize("name", ["shipped", *sorted(SCENARIOS)])
+def path_of(name: str):
+    return SHIPPED_CASSETTE if name == "shipped" else SCENARIO_DIR / f"{name}.jsonl"
+
+
+def cassettes_with(check) -> list[str]:
+    """The cassettes (shipped, then scenarios) that hold something `check` is about: a case that
+    would assert nothing is not generated."""
+    names = ["shipped", *sorted(SCENARIOS)]
+    return [name for name in names if check(Cassette.load(path_of(name)).exchanges)]
+
+
+def streams(exchanges) -> bool:
+    return any("sse" in ex["response"] for ex in exchanges)  # the HTTP-error scenarios never stream
+
+
+def json_bodies(exchanges) -> bool:
+    return any(ex["response"]["status"] == 200 and "json" in ex["response"] for ex in exchanges)
+
+
+def usage_events(exchanges) -> bool:
+    return any(
+        data.get("type") == "session.usage"
+        for ex in exchanges
+        for data in [e.get("data", {}) for e in ex["response"].get("sse", [])]
+    )
+
+
+@pytest.mark.parametrize("name", cassettes_with(streams))
 def test_every_event_parses_as_its_own_sdk_type_and_every_turn_ends(name):
-    path = SHIPPED_CASSETTE if name == "shipped" else SCENARIO_DIR / f"{name}.jsonl"
-    cassette = Cassette.load(path)
-    if any(
-        "sse" in ex["response"] for ex in cassette.exchanges
-    ):  # the HTTP-error scenarios never stream
-        check_cassette_events(
-            cassette, unknown_types=name in UNKNOWN_TYPES, turns_end=name not in NEVER_ENDS
-        )
+    check_cassette_events(
+        Cassette.load(path_of(name)),
+        unknown_types=name in UNKNOWN_TYPES,
+        turns_end=name not in NEVER_ENDS,
+    )
 
 
 # Which SDK type each endpoint's 200 body is: (method, path pattern) -> (type, is it a page).
@@ -100,11 +124,11 @@ BODIES = [
 ]
 
 
-@pytest.mark.parametrize("name", ["shipped", *sorted(SCENARIOS)])
+@pytest.mark.parametrize("name", cassettes_with(json_bodies))
 def test_every_resource_body_parses_strictly_as_its_sdk_type(name):
     """The agent, environment, file, session, send and list bodies the generator writes, as the
     SDK would parse them with strict response validation."""
-    path = SHIPPED_CASSETTE if name == "shipped" else SCENARIO_DIR / f"{name}.jsonl"
+    path = path_of(name)
     for n, ex in enumerate(Cassette.load(path).exchanges, 1):
         request, response = ex["request"], ex["response"]
         if response["status"] != 200 or "json" not in response:
@@ -125,10 +149,10 @@ def test_every_resource_body_parses_strictly_as_its_sdk_type(name):
                 ) from None
 
 
-@pytest.mark.parametrize("name", ["shipped", *sorted(SCENARIOS)])
+@pytest.mark.parametrize("name", cassettes_with(usage_events))
 def test_each_usage_snapshot_adds_up_the_requests_before_it(name):
     """session.usage is cumulative: its tokens are the sum of every model request so far."""
-    path = SHIPPED_CASSETTE if name == "shipped" else SCENARIO_DIR / f"{name}.jsonl"
+    path = path_of(name)
     events = {}  # every persisted event once, from the streams and the history alike
     for ex in Cassette.load(path).exchanges:
         listed = (
@@ -140,6 +164,7 @@ def test_each_usage_snapshot_adds_up_the_requests_before_it(name):
             if "id" in data and data.get("processed_at"):
                 events[data["id"]] = data
     sums = dict.fromkeys(("input", "output", "read", "write"), 0)
+    snapshots = 0
     for data in sorted(events.values(), key=lambda d: d["processed_at"]):
         if data["type"] == "span.model_request_end":
             u = data["model_usage"]
@@ -158,3 +183,5 @@ def test_each_usage_snapshot_adds_up_the_requests_before_it(name):
             assert got == sums, (
                 f"{path.name}: a usage snapshot that is not the sum of the requests before it"
             )
+            snapshots += 1
+    assert snapshots, f"{path.name}: no session.usage event was checked"
