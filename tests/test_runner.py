@@ -48,6 +48,14 @@ def test_the_token_is_unknowable_while_the_module_imports():
         """
     )
     assert run_test(thief, TESTS, "test_calc", "test_add", 1) == "timed out after 1 s"
+    # Closing the harness's own "imported" signal unread does not get the token sent either.
+    closes = thief.replace(
+        "import __main__, sys\n", "import __main__, os, sys\nos.close(int(sys.argv[3]))\n"
+    )
+    assert closes != thief
+    assert run_test(closes, TESTS, "test_calc", "test_add", 1) == (
+        "the test process ended early, exit status 1"  # the harness could not say it either
+    )
     no_stdin = thief.replace(" or sys.stdin.readline().strip()", ' or "guess"')
     assert run_test(no_stdin, TESTS, "test_calc", "test_add", 10) == "FAIL"
 
