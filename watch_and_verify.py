@@ -429,25 +429,23 @@ def reconnecting(
             opened.close()
 
 
-def run_turn(client, session_id, text, view, title, stream_timeout, turn_timeout) -> str | None:
-    """The notebook's first-turn cell as one call, for later turns: show a fresh live view, open
-    the stream, send `text`, follow the turn until it ends and print it. Returns how it ended
-    (a stop reason, "terminated", "stopped" after a kernel interrupt, or None)."""
+def run_turn(client, session_id, stream, text, view, title, stream_timeout, turn_timeout):
+    """The first turn's cell as one call, for later turns, on a `stream` the caller opened (first
+    the stream, then the message): show a fresh live view, send `text`, follow the turn until it
+    ends and print it. Returns how it ended (a stop reason, "terminated", "stopped" after a
+    kernel interrupt, or None)."""
     display(view.live(title))
     ended = None
     try:
-        with client.beta.sessions.events.stream(
-            session_id, event_deltas=["agent.message"], timeout=stream_timeout
-        ) as stream:
-            sent = client.beta.sessions.events.send(session_id, events=[user_message(text)])
-            first = sent.data[0].id
-            for ev in reconnecting(
-                client, session_id, stream, first, view, stream_timeout, turn_timeout
-            ):
-                view.add(ev)
-                ended = turn_end(ev)
-                if ended:
-                    break
+        sent = client.beta.sessions.events.send(session_id, events=[user_message(text)])
+        first = sent.data[0].id
+        for ev in reconnecting(
+            client, session_id, stream, first, view, stream_timeout, turn_timeout
+        ):
+            view.add(ev)
+            ended = turn_end(ev)
+            if ended:
+                break
     except KeyboardInterrupt:
         ended = "stopped"
     view.finish(ended)

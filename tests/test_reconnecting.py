@@ -72,6 +72,13 @@ def follow(fake, view, stream_timeout=30.0, turn_timeout=60.0, attempts=3) -> st
     return None
 
 
+def opened(client, stream_timeout):
+    """The stream a turn's cell opens before it sends its message."""
+    return client.beta.sessions.events.stream(
+        SESSION_ID, event_deltas=["agent.message"], timeout=stream_timeout
+    )
+
+
 def notes(view) -> list[str]:
     return [
         text for entry in view.entries if entry for label, text, _ in [entry] if label == "note"
@@ -217,7 +224,8 @@ def test_run_turn_is_the_same_loop_and_prints_the_turn(capsys):
     )
     view = SessionView()
     with ReplayServer(cassette) as fake, make_client(fake) as client:
-        assert run_turn(client, SESSION_ID, TASK, view, "Turn 2", 30, 60) == "end_turn"
+        with opened(client, 30) as stream:
+            assert run_turn(client, SESSION_ID, stream, TASK, view, "Turn 2", 30, 60) == "end_turn"
     printed = capsys.readouterr().out
     assert "\nTurn 2 · idle (end_turn) · 1 model requests · 0 tool calls" in printed
     assert f"[Agent] {TEXT}" in printed and "The agent finished its turn (end_turn)." in printed
@@ -232,7 +240,9 @@ def test_run_turn_stops_watching_on_an_interrupt(capsys):
         [cut_stream([sse(data) for data in TURN], after=2), send_exchange(TASK, SENT)]
     )
     with ReplayServer(cassette) as fake, make_client(fake) as client:
-        assert run_turn(client, SESSION_ID, TASK, Interrupted(), "Turn 2", 30, 60) == "stopped"
+        with opened(client, 30) as stream:
+            ended = run_turn(client, SESSION_ID, stream, TASK, Interrupted(), "Turn 2", 30, 60)
+        assert ended == "stopped"
     assert "You stopped watching before the turn ended." in capsys.readouterr().out
 
 
@@ -433,7 +443,8 @@ def test_run_turn_reconnects_with_its_own_arguments_and_says_when_it_saw_no_end(
     )
     view = SessionView()
     with ReplayServer(cassette, speed=1) as fake, make_client(fake) as client:
-        assert run_turn(client, SESSION_ID, TASK, view, "Turn 2", 0.3, 60) is None
+        with opened(client, 0.3) as stream:
+            assert run_turn(client, SESSION_ID, stream, TASK, view, "Turn 2", 0.3, 60) is None
         assert fake.unplayed() == []
     printed = capsys.readouterr().out
     assert "Turn 2 · unknown ·" in printed
