@@ -461,7 +461,8 @@ def newest_output(list_outputs, name: str, patience: float):
     Outputs can be listed a little after a turn ends, so the list is asked for again, with
     growing pauses, for up to `patience` seconds.
     """
-    waited, pause = 0.0, 0.25
+    waited = 0.0
+    pause = 0.25
     while True:
         outputs = list_outputs()
         found = [f for f in outputs if f.filename == name]
@@ -528,7 +529,8 @@ def find_tests(source: str) -> tuple[list[str], list[str]]:
     twice. Tests are top-level `test*` functions, and the `test*` methods of a class that
     subclasses a TestCase or is named `Test*` (as `Class.method`). A name defined twice is one
     test: the last definition counts, as Python sees it. Raises SyntaxError."""
-    names, twice = [], []
+    names = []
+    twice = []
 
     def found(name):
         if name in names:
@@ -802,7 +804,8 @@ def regression_report(
 
     A test catches a root cause when it passes on the fix and fails on that root cause's
     single-bug version; a test that did not run there catches nothing."""
-    original, fix = runs["original"], runs["fix"]
+    original = runs["original"]
+    fix = runs["fix"]
     names = list(fix)
     lines = [f"Regression tests: {len(names)}"]
     lines += [f"{name} is defined twice; the last definition counts" for name in twice]
