@@ -34,7 +34,7 @@ test: $(STAMP)
 ## (PYTEST_ARGS="-n 2" for two workers)
 test-oldest: $(OLDEST_STAMP)
 	$(OLDEST)/bin/python -m pytest $(PYTEST_ARGS) --junitxml=build/test-results-oldest.xml \
-	  tests/test_scenarios.py tests/test_notebook.py
+	  tests/test_scenarios.py tests/test_notebook.py::test_nbval_runs_the_committed_notebook_strictly
 	$(OLDEST)/bin/python -m tests.ran --no-browser build/test-results-oldest.xml
 
 $(OLDEST_STAMP): requirements.txt
