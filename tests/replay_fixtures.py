@@ -8,15 +8,20 @@ supported anthropic release). `notebook_flow_cassette()` scripts the cookbook's 
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import hashlib
+import subprocess
+import sys
 import typing
+from collections.abc import Iterator
 from typing import Any
 
 import anthropic
 from anthropic._models import validate_type
 from anthropic.types.beta.sessions import BetaManagedAgentsStreamSessionEvents
 
+from tests.replay import ROOT
 from tests.replay.cassette import Cassette, is_send, new_header
 
 TS = "2026-05-01T12:00:00Z"
@@ -481,6 +486,25 @@ def notebook_flow_cassette() -> Cassette:
         ),  # 16
     ]
     return make_cassette(exchanges, "the cookbook flow, scripted by tests/replay_fixtures.py")
+
+
+@contextlib.contextmanager
+def serving(cassette, *flags: str) -> Iterator[str]:
+    """`python -m tests.replay serve --cassette CASSETTE --speed 0 FLAGS` in a process of its own,
+    as a reader starts it: yields the base URL it prints; stops it afterwards."""
+    command = [sys.executable, "-m", "tests.replay", "serve", "--cassette", str(cassette)]
+    server = subprocess.Popen(
+        [*command, "--speed", "0", *flags],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield server.stdout.readline().strip()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def make_client(fake: Any, **options: Any) -> anthropic.Anthropic:

@@ -136,13 +136,19 @@ def test_a_failed_search_for_leftovers_is_one_sentence_and_finds_nothing(capsys)
     )
 
 
-def test_sentences_for_api_errors_and_a_cell_run_too_early():
-    error = {"type": "error", "error": {"type": "not_found_error", "message": "No such session."}}
-    cassette = make_cassette([exchange("GET", SESSION, {"json": error}, status=404)])
+def api_error(status: int, error_type: str, message: str) -> anthropic.APIStatusError:
+    """The error the SDK raises for a retrieve the fake answers with this status and error."""
+    error = {"type": "error", "error": {"type": error_type, "message": message}}
+    cassette = make_cassette([exchange("GET", SESSION, {"json": error}, status=status)])
     with ReplayServer(cassette) as fake, make_client(fake) as client:
-        with pytest.raises(anthropic.NotFoundError) as info:
+        with pytest.raises(anthropic.APIStatusError) as info:
             client.beta.sessions.retrieve(SESSION_ID)
-    assert sentence_for(info.value) == "The API answered 404 (not_found_error): No such session."
+    return info.value
+
+
+def test_sentences_for_api_errors_and_a_cell_run_too_early():
+    not_found = api_error(404, "not_found_error", "No such session.")
+    assert sentence_for(not_found) == "The API answered 404 (not_found_error): No such session."
     with anthropic.Anthropic(base_url="http://127.0.0.1:9/v1", api_key="x", max_retries=0) as c:
         with pytest.raises(anthropic.APIConnectionError) as refused:
             c.beta.sessions.retrieve(SESSION_ID)
@@ -160,20 +166,10 @@ def test_sentences_for_api_errors_and_a_cell_run_too_early():
     assert sentence_for(RuntimeError("\n".join("abcdefg"))) == "a\nb\nc\nd\ne\n… [2 more lines]"
 
 
-def test_a_status_error_without_a_message_shows_its_body(request_and_response):
-    request, response = request_and_response
+def test_a_status_error_without_a_message_shows_its_body():
+    response = api_error(400, "api_error", "x").response
     error = anthropic.APIStatusError("raw", response=response, body="not json")
-    assert sentence_for(error) == f"The API answered {response.status_code} (None): not json"
-
-
-@pytest.fixture
-def request_and_response():
-    error = {"type": "error", "error": {"type": "api_error", "message": "x"}}
-    cassette = make_cassette([exchange("GET", SESSION, {"json": error}, status=400)])
-    with ReplayServer(cassette) as fake, make_client(fake) as client:
-        with pytest.raises(anthropic.BadRequestError) as info:
-            client.beta.sessions.retrieve(SESSION_ID)
-    return info.value.request, info.value.response
+    assert sentence_for(error) == "The API answered 400 (None): not json"
 
 
 def test_ipython_shows_api_errors_and_early_cells_as_one_sentence(monkeypatch, capsys):

@@ -25,35 +25,16 @@ from tests.lab import main as lab_main
 from tests.notebook_runner import NOTEBOOK
 from tests.replay import ROOT, SHIPPED_CASSETTE, record_command
 from tests.replay.cassette import Cassette
+from tests.replay_fixtures import serving
 
 
 def test_serve_prints_its_url_and_answers_the_sdk():
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.replay",
-            "serve",
-            "--cassette",
-            str(SHIPPED_CASSETTE),
-            "--speed",
-            "0",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        base_url = server.stdout.readline().strip()
+    with serving(SHIPPED_CASSETTE) as base_url:
         assert base_url.startswith("http://127.0.0.1:")
         client = anthropic.Anthropic(base_url=base_url, api_key="test", max_retries=0)
         first = Cassette.load(SHIPPED_CASSETTE).exchanges[0]["request"]["json"]
         agent = client.beta.agents.create(**first)
         assert agent.name == first["name"]
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def test_a_malformed_cassette_is_reported_with_file_and_line(tmp_path):

@@ -60,6 +60,7 @@ from tests.replay_fixtures import (
     notebook_flow_cassette,
     sample_events,
     send_exchange,
+    serving,
     session_body,
     sse,
     stream_exchange,
@@ -1027,16 +1028,7 @@ def test_the_run_verb_is_interactive():
 
 @pytest.mark.parametrize("flags, status", [(["--interactive"], "200"), ([], "400")])
 def test_serve_is_interactive_only_when_asked(flags, status):
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tests.replay", "serve", "--cassette", str(SHIPPED_CASSETTE)]
-        + ["--speed", "0", *flags],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        base_url = server.stdout.readline().strip()
+    with serving(SHIPPED_CASSETTE, *flags) as base_url:
         done = subprocess.run(
             [sys.executable, "-c", ARCHIVE_AGENT],
             env={**os.environ, **replay_env(base_url)},
@@ -1044,7 +1036,4 @@ def test_serve_is_interactive_only_when_asked(flags, status):
             text=True,
             timeout=60,
         )
-        assert done.stdout.strip() == status, done.stderr[-2000:]
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    assert done.stdout.strip() == status, done.stderr[-2000:]
